@@ -1,0 +1,35 @@
+"""Dataset protocol: a finite training set plus fresh draws from the same law, all through
+a passed generator; analytic sets also expose their exact noise predictor (oracle)."""
+from __future__ import annotations
+
+import torch
+
+
+class Dataset:
+    """Base for point-cloud data sets. Subclasses implement `sample(n, generator)`."""
+
+    #: shape of one sample
+    shape: tuple[int, ...] = (2,)
+    #: True for image data (metrics such as FID need it)
+    is_image: bool = False
+    #: True when `exact_eps` is available
+    has_exact_score: bool = False
+
+    def __init__(self, n_train: int = 100_000):
+        self.n_train = int(n_train)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def train_data(self, generator: torch.Generator) -> torch.Tensor:
+        """The finite training set, [n_train, *shape]."""
+        return self.sample(self.n_train, generator)
+
+    # Oracle interface (only where has_exact_score)
+    def exact_eps(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no exact score")
+
+    def exact_score(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+        """grad_z log p_a(z) = -E[eps | z] / sqrt(s(-a))."""
+        sn = torch.sigmoid(-logsnr).sqrt().reshape(-1, *([1] * (z.ndim - 1)))
+        return -self.exact_eps(z, logsnr) / sn

@@ -1,0 +1,1 @@
+"""Built-in components; one algorithm per file."""

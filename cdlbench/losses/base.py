@@ -1,0 +1,22 @@
+"""Loss protocol: `loss(denoiser, x0, *, generator) -> LossOutput(per_sample, parts)`.
+
+Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnostics."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class LossOutput:
+    per_sample: torch.Tensor                       # [N]
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def vp_noise(x0: torch.Tensor, logsnr: torch.Tensor, generator: torch.Generator | None):
+    """Forward process z_a = sqrt(s(a)) x0 + sqrt(s(-a)) eps (SPEC section 1). Returns (z, eps)."""
+    eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    view = (-1,) + (1,) * (x0.ndim - 1)
+    z = torch.sigmoid(logsnr).sqrt().view(view) * x0 + torch.sigmoid(-logsnr).sqrt().view(view) * eps
+    return z, eps

@@ -1,0 +1,11 @@
+"""Iterations to an MMD threshold (SPEC section 5): the first Picard iteration whose current final
+sample has MMD below the threshold; censored (None) when never reached, never a made-up number."""
+from __future__ import annotations
+
+
+def first_below(curve: list[float], threshold: float) -> int | None:
+    """1-based index of the first value below threshold, or None (censored)."""
+    for i, v in enumerate(curve):
+        if v < threshold:
+            return i + 1
+    return None

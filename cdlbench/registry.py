@@ -1,0 +1,148 @@
+"""One `Registry` class, one instance per kind of component (lm-evaluation-harness style).
+
+A component is a callable (class or function) registered under a name. Its keyword
+parameters, their defaults and annotations are read from its signature, so suites can be
+validated before anything runs and `cdlbench list` can print them.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+
+# Arguments supplied by the runner (data, generators, shapes), never by a suite.
+RUNTIME_ARGS = frozenset({"denoiser", "x_T", "generator", "noise", "trace", "samples", "reference",
+                          "shape", "data_var", "num_classes", "device"})
+
+
+class UnknownComponentError(KeyError):
+    """Raised for a name that is not registered; the message suggests the closest names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default: Any
+    annotation: Any
+    required: bool
+
+    def describe(self) -> str:
+        kind = getattr(self.annotation, "__name__", None) or str(self.annotation)
+        if self.required:
+            return f"{self.name}: {kind} (required)"
+        return f"{self.name}: {kind} = {self.default!r}"
+
+
+@dataclass
+class Entry:
+    name: str
+    obj: Callable
+    doc: str
+    constraints: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def parameters(self) -> list[Parameter]:
+        """The parameters a suite may set (runtime and context arguments excluded)."""
+        return [p for p in self.all_parameters() if p.name not in RUNTIME_ARGS]
+
+    def all_parameters(self) -> list[Parameter]:
+        target = self.obj.__init__ if inspect.isclass(self.obj) else self.obj
+        sig = inspect.signature(target)
+        try:
+            hints = __import__("typing").get_type_hints(target)
+        except Exception:  # pragma: no cover - unresolved forward refs
+            hints = {}
+        out = []
+        for p in sig.parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.kind == p.POSITIONAL_ONLY:
+                continue
+            out.append(Parameter(p.name, None if p.default is p.empty else p.default,
+                                 hints.get(p.name, p.annotation), p.default is p.empty))
+        return out
+
+
+class Registry:
+    """Name -> component. `REG[name]` returns the component; unknown names fail helpfully."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, *, constraints: dict | None = None, **meta):
+        """Decorator: `@SAMPLERS.register("picard")`."""
+
+        def decorate(obj):
+            if name in self._entries and self._entries[name].obj is not obj:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            doc = inspect.getdoc(obj) or ""
+            self._entries[name] = Entry(name, obj, doc.split("\n\n")[0].replace("\n", " "),
+                                        dict(constraints or {}), meta)
+            return obj
+
+        return decorate
+
+    def entry(self, name: str) -> Entry:
+        _load_plugins()
+        if name not in self._entries:
+            raise UnknownComponentError(self.unknown_message(name))
+        return self._entries[name]
+
+    def unknown_message(self, name: str) -> str:
+        names = sorted(self._entries)
+        close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown {self.kind} {name!r}{hint} available: {', '.join(names)}"
+
+    def __getitem__(self, name: str):
+        return self.entry(name).obj
+
+    def __contains__(self, name: str) -> bool:
+        _load_plugins()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        _load_plugins()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def build(self, name: str, params: dict | None = None, **context):
+        """Instantiate/bind a component with suite parameters plus runner context
+        (context keys the component does not accept are dropped)."""
+        entry = self.entry(name)
+        accepted = {p.name for p in entry.all_parameters()}
+        kwargs = {k: v for k, v in context.items() if k in accepted}
+        kwargs.update(params or {})
+        return entry.obj(**kwargs)
+
+
+DATASETS = Registry("dataset")
+MODELS = Registry("model")
+LOSSES = Registry("loss")
+SAMPLERS = Registry("sampler")
+METRICS = Registry("metric")
+REGISTRIES = {"datasets": DATASETS, "models": MODELS, "losses": LOSSES,
+              "samplers": SAMPLERS, "metrics": METRICS}
+
+_plugins_loaded = False
+
+
+def _load_plugins() -> None:
+    """Import third-party components declared in the entry-point group `cdlbench.plugins`."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    import cdlbench.components  # noqa: F401  (built-in components register on import)
+
+    for ep in metadata.entry_points(group="cdlbench.plugins"):
+        ep.load()

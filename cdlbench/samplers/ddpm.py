@@ -1,0 +1,25 @@
+"""Sequential DDPM ancestral sampler (Ho et al. 2020, Algorithm 2; SPEC section 4)."""
+from __future__ import annotations
+
+import torch
+
+from ..registry import SAMPLERS
+from .base import SampleResult, Stopwatch, standard_noise
+from ..constraints import one_of, positive
+from .ddpm_grid import VARIANCES, ddpm_grid
+
+
+@SAMPLERS.register("ddpm", constraints={"steps": positive, "variance": one_of(*VARIANCES)}, grid="ddpm")
+@torch.no_grad()
+def ddpm_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
+                noise: torch.Tensor | None = None, steps: int = 1000, variance: str = "posterior") -> SampleResult:
+    """Ancestral DDPM; `steps` strided over the 1000-step grid; variance: beta | posterior."""
+    grid = ddpm_grid(steps).to(x_T.device, x_T.dtype)
+    std = grid.variance(variance).sqrt()
+    xi = standard_noise(noise, grid.steps, x_T, generator)
+    x = x_T
+    with Stopwatch(x_T.device) as clock:
+        for j in range(grid.steps):
+            eps_hat = denoiser.eps(x, grid.logsnr[j])
+            x = grid.mean_step(x, eps_hat, j) + std[j] * xi[j]
+    return SampleResult(x, nfe=grid.steps, iterations=grid.steps, converged=True, wall_s=clock.seconds)
