@@ -57,7 +57,15 @@ def run(suite, out, device, seeds, dry_run, no_cache, quiet):
         runner = Runner(s, out, device=device, use_cache=not no_cache, progress=not quiet)
     except RuntimeError as exc:
         _fail_usage(str(exc))
-    summary = runner.execute()
+    from .runner import RunDirMismatch, RunLocked
+
+    try:
+        summary = runner.execute()
+    except (RunLocked, RunDirMismatch) as exc:   # a second run on the same directory, or another suite's
+        _fail_usage(str(exc))
+    except KeyboardInterrupt:   # finished records are on disk; the same command resumes
+        click.echo(f"\ninterrupted; finished cells are saved in {out}; run the same command to resume", err=True)
+        sys.exit(130)
     click.echo(f"run directory: {summary.run_dir}  ({len(summary.done)} cells run, "
                f"{len(summary.skipped)} already complete, {len(summary.failed)} failed)")
     if summary.failed:
@@ -86,7 +94,7 @@ def report(run_dirs, fmt, baseline, plots):
         if not (Path(d) / "records.jsonl").exists():
             _fail_usage(f"{d}: not a run directory (no records.jsonl)")
     try:
-        click.echo(rep.render(dirs, fmt), nl=False)
+        click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots), nl=False)
     except FileNotFoundError as exc:
         _fail_usage(str(exc))
     except ValueError as exc:

@@ -6,9 +6,12 @@ turns it into one message and exit code 2.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import itertools
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .registry import DATASETS, LOSSES, METRICS, MODELS, SAMPLERS, Registry, UnknownComponentError
+from .registry import DATASETS, LOSSES, METRICS, MODELS, REGISTRIES, SAMPLERS, Registry, UnknownComponentError
 
 
 class SuiteError(ValueError):
@@ -35,6 +38,10 @@ def _construct_mapping(loader, node, deep=False):
     seen = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, (str, int, float, bool)) and key is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a mapping key must be a plain scalar, got {type(key).__name__} "
+                f"(line {key_node.start_mark.line + 1})", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (line {key_node.start_mark.line + 1})", key_node.start_mark)
@@ -48,18 +55,56 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 def load_yaml(path: str | Path) -> Any:
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SuiteError(path, "", f"cannot read the suite file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SuiteError(path, "", f"not a text (UTF-8) file: byte {exc.start} cannot be decoded") from None
     try:
-        return yaml.load(text, Loader=_StrictLoader)
+        data = yaml.load(text, Loader=_StrictLoader)   # a SafeLoader: no tags that build Python objects
     except yaml.YAMLError as exc:
-        raise SuiteError(path, "", f"not valid YAML: {str(exc).splitlines()[0] if str(exc) else exc}"
-                         + (f" ({exc})" if "duplicate key" in str(exc) else "")) from None
+        raise SuiteError(path, "", f"not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise SuiteError(path, "", "not a usable suite: nested more than Python's recursion limit") from None
+    check_tree(data, path)
+    return data
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (line, column)."""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["unreadable"])[0]
+    context = getattr(exc, "context", None)
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return " ".join(f"{context + ': ' if context else ''}{problem}{where}".split())
+
+
+MAX_DEPTH = 32
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+
+
+def check_tree(data, file, field: str = "", depth: int = 0, seen: tuple = ()) -> None:
+    """A suite is a finite tree of plain values: no alias cycles, bounded depth, string keys."""
+    if depth > MAX_DEPTH:
+        raise SuiteError(file, field, f"nested deeper than {MAX_DEPTH} levels")
+    if isinstance(data, (dict, list)):
+        if any(data is s for s in seen):
+            raise SuiteError(file, field, "refers to itself (a YAML alias cycle)")
+        seen = seen + (data,)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            path = f"{field}.{key}" if field else str(key)
+            if not isinstance(key, str):
+                raise SuiteError(file, path, f"keys must be strings, got {type(key).__name__} {key!r}")
+            check_tree(value, file, path, depth + 1, seen)
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            check_tree(value, file, f"{field}[{i}]", depth + 1, seen)
 
 
 # ---------------------------------------------------------------- schema
 TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 128, "lr": 1e-3, "ema": None, "log_every": 100}
+TRAIN_OPTIONAL = ("init_from",)   # in the train dict (and its cache key) only when given
 TOP_KEYS = ("name", "version", "description", "expected_runtime", "seeds", "device",
             "dataset", "model", "train", "losses", "samplers", "metrics")
 AXES = {"dataset": DATASETS, "model": MODELS, "losses": LOSSES, "samplers": SAMPLERS, "metrics": METRICS}
@@ -88,16 +133,26 @@ class Cell:
     loss: Component
     sampler: Component
     seed: int
+    train_label: str = ""     # set when the suite lists several train blocks: they must not share names
 
     @property
     def name(self) -> str:
-        return f"{self.dataset.label}/{self.model.label}/{self.loss.label}/{self.sampler.label}/seed={self.seed}"
+        train = f"{self.train_label}/" if self.train_label else ""
+        return f"{self.dataset.label}/{self.model.label}/{train}{self.loss.label}/{self.sampler.label}/seed={self.seed}"
 
     def training_key(self) -> str:
         """Hash of everything that changes the trained weights."""
         blob = json.dumps([self.dataset.key(), self.model.key(), json.dumps(self.train, sort_keys=True),
                            self.loss.key(), self.seed], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_labels(trains: list[dict]) -> list[str]:
+    """'' for a single train block; else 'train[k=v,...]' with the keys that differ between blocks."""
+    if len(trains) < 2:
+        return [""] * len(trains)
+    keys = [k for k in trains[0] if len({json.dumps(t[k], default=str) for t in trains}) > 1]
+    return [f"train[{','.join(f'{k}={t[k]}' for k in keys)}]" for t in trains]
 
 
 @dataclass
@@ -116,8 +171,9 @@ class Suite:
     raw: dict
 
     def cells(self) -> list[Cell]:
-        return [Cell(d, m, t, lo, s, seed) for d, m, t, lo, s, seed in itertools.product(
-            self.datasets, self.models, self.trains, self.losses, self.samplers, self.seeds)]
+        labels = train_labels(self.trains)
+        return [Cell(d, m, t, lo, s, seed, labels[i]) for d, m, (i, t), lo, s, seed in itertools.product(
+            self.datasets, self.models, enumerate(self.trains), self.losses, self.samplers, self.seeds)]
 
     def resolved(self) -> dict:
         comp = lambda c: {"name": c.name, **c.params}  # noqa: E731
@@ -200,18 +256,99 @@ def parse_component(spec, registry: Registry, file, field) -> Component:
         p = params[key]
         if not _type_ok(value, p.annotation):
             raise SuiteError(file, f"{field}.{key}", f"must be {_type_name(p.annotation)}, got {value!r}")
-        check = entry.constraints.get(key)
-        problem = check(value) if check else None
+        problem = value_problem(key, value, p.default, entry.constraints.get(key))
         if problem:
             raise SuiteError(file, f"{field}.{key}", f"{problem} (got {value!r})")
+        nested = entry.meta.get("nested", {}).get(key)
+        if nested and value is not None:   # a component inside a component (cdl's base loss)
+            _check_nested(value, nested, file, f"{field}.{key}", name)
     for p in params.values():
         if p.required and p.name not in given:
             raise SuiteError(file, f"{field}.{p.name}", f"required by {registry.kind} '{name}'")
     resolved = {k: copy.deepcopy(given.get(k, p.default)) for k, p in params.items()}
     resolved = {k: (list(v) if isinstance(v, tuple) else v) for k, v in resolved.items()}
-    shown = [k for k in given if given[k] != params[k].default] or list(given)[:1]
+    shown = [k for k in given if given[k] != params[k].default]   # label: what differs from defaults
     label = name + (f"[{','.join(f'{k}={given[k]}' for k in shown)}]" if shown else "")
     return Component(registry.kind, name, resolved, tuple(given), label)
+
+
+# ---------------------------------------------------------------- value ranges
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _gt0(v):
+    return None if v > 0 else "must be > 0"
+
+
+def _ge0(v):
+    return None if v >= 0 else "must be >= 0"
+
+
+def _unit(v):
+    return None if 0 <= v <= 1 else "must be a probability in [0, 1]"
+
+
+# Ranges implied by a parameter's name, checked for every component (plugins included) in
+# addition to its own constraints: counts and sizes > 0, scales and tolerances > 0,
+# weights >= 0, probabilities and decay rates in [0, 1].
+_NAMED_RANGES = {
+    **dict.fromkeys(("steps", "width", "blocks", "emb_dim", "window", "max_iters", "chunk_size", "mc_points",
+                     "samples_per_batch", "batch_size", "resolution", "max_images", "log_every"), _gt0),
+    **dict.fromkeys(("tolerance", "tol", "bandwidth", "threshold", "lr", "std", "scale", "clip", "rho",
+                     "radius", "variance", "P_std", "S_noise", "z_range"), _gt0),
+    **dict.fromkeys(("weight", "base_weight", "jitter", "noise", "S_churn", "S_tmin", "S_tmax", "num_classes"),
+                    _ge0),
+    **dict.fromkeys(("eta", "p", "prob", "dropout", "ema", "p_uncond", "label_dropout"), _unit),
+}
+
+
+def named_range(name: str):
+    """The default range check for a parameter name, or None."""
+    if name in _NAMED_RANGES:
+        return _NAMED_RANGES[name]
+    if name.startswith(("n_", "num_")) or name.endswith(("_steps", "_size", "_points", "_iters")):
+        return _gt0
+    if name.startswith("sigma") or name.endswith(("_scale", "_clip", "_tolerance", "_std")):
+        return _gt0
+    if name.endswith("_weight"):
+        return _ge0
+    if name.endswith(("_prob", "_probability")) or name.startswith("prob"):
+        return _unit
+    return None
+
+
+def value_problem(key: str, value, default, constraint) -> str | None:
+    """What is wrong with a parameter value (None when it is allowed): NaN never; infinity only
+    where the default is infinite; then the component's own constraint and the named range."""
+    if isinstance(value, float) and math.isnan(value):
+        return "must be a number, not NaN"
+    if isinstance(value, float) and math.isinf(value) and not (isinstance(default, float) and math.isinf(default)):
+        return "must be finite"
+    checks = [constraint, named_range(key) if _is_number(value) else None]
+    for check in filter(None, checks):
+        try:
+            problem = check(value)
+        except Exception as exc:   # a constraint that cannot judge this value rejects it
+            problem = f"not an allowed value ({type(exc).__name__})"
+        if problem:
+            return problem
+    return None
+
+
+def _check_nested(value, registry_kind: str, file, field: str, owner: str) -> None:
+    """Validate a nested component given as a name or a mapping with 'name'."""
+    registry = REGISTRIES[registry_kind]
+    if isinstance(value, str) and value not in registry:
+        raise SuiteError(file, field, registry.unknown_message(value))
+    spec = {"name": value} if isinstance(value, str) else value
+    if not isinstance(spec, dict):
+        raise SuiteError(file, field, f"must be a {registry.kind} name or a mapping with 'name'")
+    inner = parse_component(spec, registry, file, field)
+    if inner.name == owner:
+        raise SuiteError(file, f"{field}.name" if isinstance(value, dict) else field,
+                         f"{registry.kind} '{owner}' cannot wrap itself; "
+                         f"choose another: {', '.join(n for n in registry.names() if n != owner)}")
 
 
 def _disambiguate(components: list[Component]) -> list[Component]:
@@ -231,16 +368,20 @@ def parse_train(spec, file, field) -> dict:
     if not isinstance(spec, dict):
         raise SuiteError(file, field, f"must be a mapping with keys {', '.join(TRAIN_DEFAULTS)}")
     for key, value in spec.items():
-        if key not in TRAIN_DEFAULTS:
-            raise SuiteError(file, f"{field}.{key}", f"unknown key; valid keys: {', '.join(TRAIN_DEFAULTS)}")
+        if key not in TRAIN_DEFAULTS and key not in TRAIN_OPTIONAL:
+            raise SuiteError(file, f"{field}.{key}", f"unknown key; valid keys: "
+                             f"{', '.join((*TRAIN_DEFAULTS, *TRAIN_OPTIONAL))}")
     out = {**TRAIN_DEFAULTS, **spec}
+    if "init_from" in out and not (isinstance(out["init_from"], str) and out["init_from"]):
+        raise SuiteError(file, f"{field}.init_from", f"must be the path of a checkpoint file, got {out['init_from']!r}")
     for key in ("steps", "batch_size", "log_every"):
         if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] <= 0:
             raise SuiteError(file, f"{field}.{key}", f"must be a positive integer, got {out[key]!r}")
-    if not isinstance(out["lr"], (int, float)) or isinstance(out["lr"], bool) or out["lr"] <= 0:
-        raise SuiteError(file, f"{field}.lr", f"must be a positive number, got {out['lr']!r}")
+    lr = out["lr"]
+    if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
+        raise SuiteError(file, f"{field}.lr", f"must be a positive finite number, got {lr!r}")
     ema = out["ema"]
-    if ema is not None and (not isinstance(ema, (int, float)) or isinstance(ema, bool) or not 0 <= ema < 1):
+    if ema is not None and (not _is_number(ema) or not 0 <= ema < 1):
         raise SuiteError(file, f"{field}.ema", f"must be null or a number in [0, 1), got {ema!r}")
     out["lr"] = float(out["lr"])
     return out
@@ -252,13 +393,16 @@ def parse_suite(data, file="<suite>", seeds=None) -> Suite:
                          f"got {type(data).__name__}")
     for key in data:
         if key not in TOP_KEYS:
-            raise SuiteError(file, str(key), f"unknown key; valid keys: {', '.join(TOP_KEYS)}")
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SuiteError(file, str(key), f"unknown key; {hint}valid keys: {', '.join(TOP_KEYS)}")
     for key in ("name", "dataset", "model", "losses", "samplers", "metrics"):
         if key not in data:
             raise SuiteError(file, key, "missing (required)")
     name = data["name"]
-    if not isinstance(name, str) or not name or "/" in name:
-        raise SuiteError(file, "name", f"must be a non-empty string without '/', got {name!r}")
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or set(name) == {"."}:
+        raise SuiteError(file, "name", f"must be a non-empty string of letters, digits, '_', '-', '.' "
+                         f"(it names the run directory), got {name!r}")
     version = data.get("version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SuiteError(file, "version", f"must be a positive integer, got {version!r}")
@@ -288,27 +432,131 @@ def parse_suite(data, file="<suite>", seeds=None) -> Suite:
     train_items = _as_list(data.get("train", {}), file, "train") if "train" in data else [{}]
     many = isinstance(data.get("train"), list)
     trains = [parse_train(t, file, f"train[{i}]" if many else "train") for i, t in enumerate(train_items)]
+    for i, t in enumerate(trains):
+        if t in trains[:i]:
+            raise SuiteError(file, f"train[{i}]", f"identical to train[{trains.index(t)}]; remove one")
     suite = Suite(str(file), name, version, list(raw_seeds), device, parsed["dataset"], parsed["model"], trains,
                   parsed["losses"], parsed["samplers"], parsed["metrics"], data)
     check_compatibility(suite)
     return suite
 
 
+def _axis_field(suite: Suite, key: str, i: int) -> str:
+    """Field path of entry i of an axis: 'samplers[1]' for a list, 'samplers' for a single mapping."""
+    return f"{key}[{i}]" if isinstance(suite.raw.get(key), list) else key
+
+
+def _meta(entry, key: str, params: dict, default=None):
+    """Registry metadata, either a value or a function of the component's parameters."""
+    value = entry.meta.get(key, default)
+    return value(params) if callable(value) else value
+
+
+def dataset_facts(comp: Component) -> dict:
+    """What validation can know about a dataset without loading it: image or points, labels
+    (True, False or None = only known once loaded), exact score. Registry metadata
+    (image=, labelled=, exact_score=) wins over class attributes."""
+    entry = DATASETS.entry(comp.name)
+    cls = entry.obj
+    image = _meta(entry, "image", comp.params, getattr(cls, "is_image", False))
+    labelled = _meta(entry, "labelled", comp.params, None)
+    if labelled is None:
+        classes = getattr(cls, "num_classes", None)
+        if isinstance(classes, int) and not isinstance(classes, bool):
+            labelled = classes > 0
+        elif not image:
+            labelled = False       # point clouds carry no labels
+    exact = _meta(entry, "exact_score", comp.params, getattr(cls, "has_exact_score", False))
+    return {"image": bool(image), "labelled": labelled, "exact_score": bool(exact)}
+
+
+def model_is_conditional(comp: Component) -> bool:
+    """A class-conditional model: registry metadata conditional= (a value or a function of the
+    parameters), else a suite parameter `conditional: true` or `num_classes` > 0."""
+    flag = _meta(MODELS.entry(comp.name), "conditional", comp.params, None)
+    if flag is not None:
+        return bool(flag)
+    n = comp.params.get("num_classes")
+    return bool(comp.params.get("conditional")) or (_is_number(n) and n > 0)
+
+
+# (lower, upper) parameter pairs that must be ordered wherever a component has both
+_ORDERED = (("sigma_min", "sigma_max", "<"), ("S_tmin", "S_tmax", "<="), ("min_steps", "max_steps", "<="))
+DDPM_GRID_STEPS = 1000
+
+
+def _check_ordered(comp: Component, file, field: str) -> None:
+    for lo, hi, op in _ORDERED:
+        a, b = comp.params.get(lo), comp.params.get(hi)
+        if _is_number(a) and _is_number(b) and not (a < b if op == "<" else a <= b):
+            raise SuiteError(file, f"{field}.{hi if hi in comp.explicit else lo}",
+                             f"{lo} must be {op} {hi}, got {lo}={a!r}, {hi}={b!r}")
+
+
+def _check_grid(comp: Component, file, field: str) -> None:
+    """Samplers declare their time grid (grid="ddpm" for the 1000-step DDPM grid, "edm"/"sigma" for a
+    sigma grid) and, through param_grids={param: {value: grid}}, the grid each choice of a parameter
+    needs (a drift, a schedule). All must agree: a DDPM drift cannot run on a sigma grid."""
+    entry = SAMPLERS.entry(comp.name)
+    own = _meta(entry, "grid", comp.params)
+    needs = [(None, None, own)] if isinstance(own, str) and not entry.meta.get("param_grids") else []
+    for param, table in (entry.meta.get("param_grids") or {}).items():
+        value = comp.params.get(param)
+        if isinstance(table, dict) and value in table:
+            needs.append((param, value, table[value]))
+    grids = {g for _, _, g in needs}
+    if len(grids) > 1:
+        (p1, v1, g1), (p2, v2, g2) = needs[0], next(n for n in needs if n[2] != needs[0][2])
+        table2 = entry.meta["param_grids"].get(p2, {}) if p2 else {}
+        allowed = [v for v, g in table2.items() if g == g1]
+        raise SuiteError(file, f"{field}.{p2}", f"{p2} {v2!r} needs the {g2} grid, but {p1} {v1!r} runs on the "
+                         f"{g1} grid; {p2} values for the {g1} grid: {', '.join(map(str, allowed)) or '(none)'}")
+    grid = grids.pop() if grids else own
+    steps = comp.params.get("steps")
+    if grid == "ddpm" and _is_number(steps) and steps > DDPM_GRID_STEPS:
+        raise SuiteError(file, f"{field}.steps", f"must be <= {DDPM_GRID_STEPS} (a subset of the "
+                         f"{DDPM_GRID_STEPS}-step DDPM grid), got {steps!r}")
+
+
 def check_compatibility(suite: Suite) -> None:
     """Components that cannot work together are rejected before any work."""
     file = suite.path
+    for key, comps in (("dataset", suite.datasets), ("model", suite.models), ("losses", suite.losses),
+                       ("samplers", suite.samplers), ("metrics", suite.metrics)):
+        for i, comp in enumerate(comps):
+            _check_ordered(comp, file, _axis_field(suite, key, i))
+    for i, comp in enumerate(suite.samplers):
+        _check_grid(comp, file, _axis_field(suite, "samplers", i))
     for i, ds in enumerate(suite.datasets):
-        is_image = bool(getattr(DATASETS[ds.name], "is_image", False))
+        facts = dataset_facts(ds)
+        kind = "image" if facts["image"] else "point"
         for j, m in enumerate(suite.metrics):
             entry = METRICS.entry(m.name)
-            if entry.meta.get("needs_image") and not is_image:
-                raise SuiteError(file, f"metrics[{j}].name", f"metric '{m.name}' needs image data; "
-                                 f"dataset '{ds.name}' is not an image set")
+            if _meta(entry, "needs_image", m.params) and not facts["image"]:
+                ok = [e.name for e in METRICS.entries() if not e.meta.get("needs_image")]
+                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
+                                 f"metric '{m.name}' needs image data, but dataset '{ds.name}' is {kind} data; "
+                                 f"metrics for {kind} data: {', '.join(ok)}")
+            if _meta(entry, "needs_exact_score", m.params) and not facts["exact_score"]:
+                ok = [e.name for e in DATASETS.entries() if getattr(e.obj, "has_exact_score", False)
+                      or e.meta.get("exact_score") is True]
+                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
+                                 f"metric '{m.name}' needs a dataset with an exact score, but '{ds.name}' has none; "
+                                 f"datasets with one: {', '.join(ok)}")
         for j, mdl in enumerate(suite.models):
-            ok = MODELS.entry(mdl.name).meta.get("data", "any")
-            if ok != "any" and ok != ("image" if is_image else "points"):
-                raise SuiteError(file, f"model[{j}].name", f"model '{mdl.name}' works on {ok} data; "
-                                 f"dataset '{ds.name}' is {'image' if is_image else 'point'} data")
+            field = _axis_field(suite, "model", j)
+            ok = _meta(MODELS.entry(mdl.name), "data", mdl.params, "any")
+            if ok != "any" and ok != kind:
+                fits = [e.name for e in MODELS.entries() if e.meta.get("data", "any") in ("any", kind)]
+                raise SuiteError(file, f"{field}.name", f"model '{mdl.name}' works on {ok} data, but dataset "
+                                 f"'{ds.name}' is {kind} data; models for {kind} data: {', '.join(fits)}")
+            if model_is_conditional(mdl) and facts["labelled"] is False:
+                flag = next((k for k in ("conditional", "num_classes") if k in mdl.explicit), "name")
+                labelled = [e.name for e in DATASETS.entries() if e.meta.get("labelled") is True
+                            or (isinstance(getattr(e.obj, "num_classes", None), int) and e.obj.num_classes > 0)]
+                raise SuiteError(file, f"{field}.{flag}", f"model '{mdl.name}' is class-conditional, but dataset "
+                                 f"'{ds.name}' has no labels; use an unconditional model or a labelled dataset "
+                                 f"({', '.join(labelled) or 'none registered'})")
 
 
 def load_suite(path: str | Path, seeds=None) -> Suite:

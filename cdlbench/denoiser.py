@@ -52,6 +52,14 @@ class Denoiser:
         """Wrap an EDM-style denoiser `fn(x, sigma) -> x0`."""
         return cls(x0_fn=fn)
 
+    @classmethod
+    def wrap(cls, module) -> "Denoiser":
+        """Wrap a model by what it computes: `module.output == "x0"` (e.g. EDM-preconditioned,
+        `module(x, sigma) -> x0`) or, by default, a noise predictor `module(z, logsnr) -> eps`."""
+        if getattr(module, "output", "eps") == "x0":
+            return cls.from_x0(module)
+        return cls.from_eps(module)
+
     def eps(self, z: torch.Tensor, logsnr: torch.Tensor | float) -> torch.Tensor:
         """Noise prediction at VP point z [N, *shape] with log-SNR [N] or scalar."""
         a = _per_sample(logsnr, z)
@@ -74,3 +82,26 @@ class Denoiser:
 
     def parameters(self):
         return self.module.parameters() if self.module is not None else iter(())
+
+    def accelerated(self, *, compile: bool = False, inference_mode: bool = True) -> "Denoiser":
+        """The same function, for sampling only (no gradients): the wrapped network runs under
+        `torch.inference_mode` and, with compile=True, through `torch.compile` (the first calls
+        compile; later calls with new shapes may recompile). Outputs are ordinary tensors."""
+        def fast(fn):
+            return None if fn is None else _fast_call(fn, compile, inference_mode)
+        return Denoiser(eps_fn=fast(self._eps_fn), x0_fn=fast(self._x0_fn), module=self.module)
+
+
+def _fast_call(fn, compile: bool, inference_mode: bool):
+    """fn(x, level) under torch.compile and/or torch.inference_mode."""
+    if compile:
+        fn = torch.compile(fn)
+    if not inference_mode:
+        return fn
+
+    def call(x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = fn(x, level)
+        return out.clone()          # an inference tensor would refuse later in-place updates
+
+    return call

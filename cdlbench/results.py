@@ -17,11 +17,29 @@ def _clean(value):
     return value
 
 
+def _ends_mid_line(path: Path) -> bool:
+    """True when the file's last byte is not a newline (a write cut short by a kill)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except FileNotFoundError:
+        return False
+
+
 def append_jsonl(path: Path, rows: list[dict]) -> None:
-    """Append rows as one write, flushed to disk (a kill leaves at most a truncated last line)."""
+    """Append rows as one write, flushed and fsynced (a kill leaves at most a truncated last line).
+
+    A truncated last line left by an earlier kill is closed with a newline first, so it stays a
+    line of its own (skipped with a warning by `read_jsonl`) instead of swallowing the first new row."""
     if not rows:
         return
     text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, sort_keys=False) + "\n" for r in rows)
+    if _ends_mid_line(path):
+        text = "\n" + text
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -66,28 +84,39 @@ class RunDir:
         return yaml.safe_load(self.config.read_text())
 
     def complete_cells(self) -> set[str]:
-        """Cells whose `_complete` marker record was written (the last of each cell's rows)."""
-        return {r["cell"] for r in read_jsonl(self.records) if r.get("metric") == "_complete"}
+        """Cells whose rows were all written (their `_complete` marker commits them)."""
+        return set(self._committed())
 
     def load_records(self) -> list[dict]:
-        """Records of complete cells only (partial groups from an interrupted write are ignored),
-        one per (cell, metric): a resumed cell never counts twice."""
-        rows = read_jsonl(self.records)
-        done = {r["cell"] for r in rows if r.get("metric") == "_complete"}
-        seen, out = set(), []
-        for r in rows:
-            key = (r.get("cell"), r.get("metric"))
-            if r.get("cell") in done and r.get("metric") != "_complete" and key not in seen:
-                seen.add(key)
-                out.append(r)
-        return out
+        """Records of complete cells only: a resumed cell never counts twice."""
+        return [r for rows in self._committed().values() for r in rows]
+
+    def _committed(self) -> dict[str, list[dict]]:
+        """Cell -> its committed rows. A cell's rows are written in one append ending with a
+        `_complete` marker whose value is the number of rows; the marker commits the last
+        that-many rows of its cell. Rows of an attempt cut short by a kill (no marker, or fewer
+        rows than the marker counts) are dropped; a second complete group of a cell (impossible
+        through `cdlbench run`, possible by concatenating files) is ignored."""
+        pending: dict[str, list[dict]] = {}
+        committed: dict[str, list[dict]] = {}
+        for r in read_jsonl(self.records):
+            cell = r.get("cell")
+            if r.get("metric") != "_complete":
+                pending.setdefault(cell, []).append(r)
+                continue
+            rows, n = pending.pop(cell, []), r.get("value")
+            if cell in committed or not isinstance(n, int) or isinstance(n, bool) or len(rows) < n:
+                continue
+            committed[cell] = rows[len(rows) - n:]
+        return committed
 
     def load_curves(self) -> list[dict]:
         done = self.complete_cells()
         latest = {}
         for r in read_jsonl(self.curves):    # a re-run of an interrupted cell rewrites its curve
-            if r.get("cell") in done:
-                latest[(r["cell"], r["metric"], r["x"])] = r
+            if r.get("cell") in done:   # two metrics of one name differ in their p_metric_* columns
+                params = tuple(sorted((k, str(v)) for k, v in r.items() if k.startswith("p_metric_")))
+                latest[(r.get("cell"), r.get("metric"), r.get("x"), params)] = r
         return list(latest.values())
 
 

@@ -36,7 +36,7 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
     sample from (the EMA copy when cfg['ema'] is set) and the log. Raises NonFiniteLoss."""
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     ema = copy.deepcopy(net).requires_grad_(False) if cfg.get("ema") else None
-    denoiser = Denoiser.from_eps(net)
+    denoiser = Denoiser.wrap(net)   # eps or EDM-preconditioned (x0) network
     log = TrainLog()
     running, count = 0.0, 0
     start = time.perf_counter()

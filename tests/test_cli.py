@@ -68,7 +68,7 @@ def test_report_formats(smoke_run, fmt):
 def test_dry_run_lists_cells_and_work():
     result = CliRunner().invoke(cli, ["run", str(SMOKE), "--dry-run"])
     assert result.exit_code == 0
-    assert "12 cells" in result.output and "600 training steps" in result.output
+    assert "12 cells" in result.output and "1200 training steps" in result.output
 
 
 BAD = [

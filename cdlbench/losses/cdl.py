@@ -35,7 +35,7 @@ def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Ten
     return 0.5 * (proposal.inverse_density(a) * (mmse_zeta - mmse_clean)).mean(1)
 
 
-@LOSSES.register("cdl")
+@LOSSES.register("cdl", nested={"base": "losses"})   # base: a loss name or mapping, validated like one
 class ContrastiveDiffusionLoss:
     """Base loss plus the noise-classifier (contrastive) loss on K samples per batch."""
 

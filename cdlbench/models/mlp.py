@@ -7,8 +7,10 @@ import math
 import torch
 from torch import nn
 
+from ..constraints import one_of, positive
 from ..registry import MODELS
 from .embedding import sinusoidal_embedding
+from .precond import PRECONDS, precondition
 
 
 class ResidualBlock(nn.Module):
@@ -23,7 +25,6 @@ class ResidualBlock(nn.Module):
         return h + self.fc2(self.act(self.fc1(self.act(self.norm(h) + emb))))
 
 
-@MODELS.register("mlp")
 class ResidualMLP(nn.Module):
     """Residual MLP on flattened points: eps_hat = MLP(z, emb(logsnr))."""
 
@@ -43,3 +44,12 @@ class ResidualMLP(nn.Module):
         for block in self.blocks:
             h = block(h, emb)
         return self.out(h).reshape(z.shape)
+
+
+@MODELS.register("mlp", constraints={"width": positive, "blocks": positive, "emb_dim": positive,
+                                     "precond": one_of(*PRECONDS), "sigma_data": positive})
+def mlp(width: int = 128, blocks: int = 2, emb_dim: int = 64, precond: str = "eps",
+        sigma_data: float | None = None, shape: tuple = (2,), data_var=None) -> nn.Module:
+    """Residual MLP on flattened points, conditioned on log-SNR; precond: eps (noise predictor) or
+    edm (EDM's c_skip/c_out/c_in wrapper; sigma_data defaults to the data's RMS std)."""
+    return precondition(ResidualMLP(width, blocks, emb_dim, shape), precond, sigma_data, data_var)

@@ -14,9 +14,11 @@ import torch
 from ..registry import SAMPLERS
 from .base import SampleResult, Stopwatch, eps_batched, standard_noise
 from ..constraints import one_of, positive
+from .ddim import ddim_update
 from .ddpm_grid import VARIANCES, ddpm_grid
 
-DRIFTS = ("ddpm",)
+# ddpm: ancestral mean plus pre-sampled noise; ddim: DDIM eta = 0 (ODE), no noise in the sums
+DRIFTS = ("ddpm", "ddim")
 
 
 def picard_step(X: torch.Tensor, b: int, e: int, drift_fn, step_noise: torch.Tensor,
@@ -32,11 +34,14 @@ def picard_step(X: torch.Tensor, b: int, e: int, drift_fn, step_noise: torch.Ten
     d = X[0, 0].numel()
     sq = (new - X[b + 1:e + 1]).pow(2).flatten(2).sum(-1)                    # [W, N]
     var = tol_var[b:e].unsqueeze(1)
-    err = torch.where(var > 0, sq / (d * var.clamp_min(1e-30)), torch.full_like(sq, float("inf")))
+    err = torch.where(var > 0, sq / (d * var.clamp_min(1e-30)), float("inf"))    # [W, N]
     X[b + 1:e + 1] = new
     failing = (err > tolerance ** 2).any(dim=1)                              # [W]
     first_fail = int(torch.argmax(failing.int()).item()) if bool(failing.any()) else e - b
-    return min(1 + first_fail, e - b), float(err[torch.isfinite(err)].max().item()) if torch.isfinite(err).any() else 0.0
+    # largest finite error (0.0 when none); errors are >= 0, so masking to 0 keeps the max
+    # without the boolean-index copy that cost ~40% of the update at 1000 x 2000
+    residual = torch.where(torch.isfinite(err), err, 0.0).amax()
+    return min(1 + first_fail, e - b), float(residual)
 
 
 @SAMPLERS.register("picard", constraints={"steps": positive, "tolerance": positive, "window": positive,
@@ -47,16 +52,19 @@ def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | N
                   noise: torch.Tensor | None = None, drift: str = "ddpm", steps: int = 1000,
                   variance: str = "posterior", tolerance: float = 0.1, window: int | None = None,
                   max_iters: int | None = None, chunk_size: int = 1 << 18, trace: bool = False) -> SampleResult:
-    """Parallel (Picard) DDPM sampler; window p defaults to all steps; chunk_size bounds the points per call."""
-    if drift != "ddpm":
-        raise ValueError(f"drift must be 'ddpm', got {drift!r}")
+    """Parallel (Picard) sampler with DDPM or DDIM (ODE) drift; window p defaults to all steps; chunk_size bounds the points per call."""
+    if drift not in DRIFTS:
+        raise ValueError(f"drift must be one of {DRIFTS}, got {drift!r}")
     grid = ddpm_grid(steps).to(x_T.device, x_T.dtype)
     T = grid.steps
     p = T if window is None else min(int(window), T)
     max_iters = T if max_iters is None else int(max_iters)
-    var = grid.variance(variance)
-    xi = standard_noise(noise, T, x_T, generator)
-    step_noise = var.sqrt().reshape(T, *([1] * x_T.ndim)) * xi
+    if drift == "ddpm":
+        var = grid.variance(variance)
+        xi = standard_noise(noise, T, x_T, generator)
+        step_noise = var.sqrt().reshape(T, *([1] * x_T.ndim)) * xi
+    else:                                            # ODE drift: no noise in the sums
+        step_noise = x_T.new_zeros((T, *x_T.shape))
     tol_var = grid.posterior_var                    # error scale; 0 on the last step
     n = x_T.shape[0]
 
@@ -64,6 +72,8 @@ def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | N
         w = e - b
         a = grid.logsnr[b:e].repeat_interleave(n)
         eps_hat = eps_batched(denoiser, xs.reshape(w * n, *x_T.shape[1:]), a, chunk_size).reshape(xs.shape)
+        if drift == "ddim":
+            return ddim_update(grid, xs, eps_hat, slice(b, e)) - xs
         return grid.mean_step(xs, eps_hat, slice(b, e)) - xs
 
     X = x_T.unsqueeze(0).repeat(T + 1, *([1] * x_T.ndim))       # [T+1, N, *shape], all x_T

@@ -1,0 +1,1 @@
+"""asv benchmarks of cdlbench (run with `asv run`; see README, section Performance)."""

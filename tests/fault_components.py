@@ -1,0 +1,75 @@
+"""Components that inject faults, for tests/test_reliability.py only.
+
+`register()` adds them to the global registries and `unregister()` removes them, so no other
+test ever sees them. A subprocess gets them with
+`python -c "import fault_components as f; f.register(); from cdlbench.cli import main; main()" ...`
+(PYTHONPATH=tests)."""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from cdlbench.losses.base import LossOutput
+from cdlbench.models.mlp import mlp
+from cdlbench.registry import LOSSES, MODELS, SAMPLERS
+from cdlbench.samplers.ddpm import ddpm_sample
+
+
+class NaNLoss:
+    """DDPM-like loss that turns NaN: the injected non-finite loss."""
+
+    def __call__(self, denoiser, x0, *, generator):
+        a = torch.zeros(x0.shape[0])
+        per_sample = denoiser.eps(x0, a).pow(2).mean(1) * float("nan")
+        return LossOutput(per_sample, {"mse": float("nan")})
+
+
+def boom_sample(denoiser, x_T, *, generator=None, steps: int = 5):
+    """A sampler that raises inside its cell."""
+    raise RuntimeError("injected fault inside the sampler")
+
+
+def slow_sample(denoiser, x_T, *, generator=None, noise=None, steps: int = 20):
+    """DDPM sampler that first sleeps CDLBENCH_TEST_SLEEP seconds (a cell long enough to be killed in)."""
+    time.sleep(float(os.environ.get("CDLBENCH_TEST_SLEEP", "0")))
+    return ddpm_sample(denoiser, x_T, generator=generator, noise=noise, steps=steps)
+
+
+def always_oom_sample(denoiser, x_T, *, generator=None, steps: int = 5, chunk_size: int = 1024):
+    """Out of memory whatever the chunk size (the cell must fail after one retry)."""
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (injected)")
+
+
+class _MemoryBound(torch.nn.Module):
+    """Wraps the MLP; a call on more than max_batch points raises torch.OutOfMemoryError."""
+
+    def __init__(self, net: torch.nn.Module, max_batch: int):
+        super().__init__()
+        self.net, self.max_batch = net, max_batch
+
+    def forward(self, z, a):
+        if z.shape[0] > self.max_batch:
+            raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {z.shape[0]} > {self.max_batch} points)")
+        return self.net(z, a)
+
+
+def memory_bound_mlp(width: int = 16, blocks: int = 1, max_batch: int = 300, shape: tuple = (2,), data_var=None):
+    """MLP that runs out of memory above max_batch points per call."""
+    return _MemoryBound(mlp(width=width, blocks=blocks, shape=shape, data_var=data_var), max_batch)
+
+
+_COMPONENTS = [(LOSSES, "nan_loss", NaNLoss), (SAMPLERS, "boom", boom_sample), (SAMPLERS, "slow_ddpm", slow_sample),
+               (SAMPLERS, "always_oom", always_oom_sample), (MODELS, "memory_bound_mlp", memory_bound_mlp)]
+
+
+def register() -> None:
+    for registry, name, obj in _COMPONENTS:
+        registry.names()                       # built-ins first
+        registry.register(name, grid="ddpm")(obj)
+
+
+def unregister() -> None:
+    for registry, name, _ in _COMPONENTS:
+        registry._entries.pop(name, None)
