@@ -1,5 +1,6 @@
 """End to end through the CLI: the smoke suite writes records and a report; bad suites exit 2."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +18,9 @@ SMOKE = ROOT / "suites" / "smoke.yaml"
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}   # small tensors: one thread avoids oversubscription
     proc = subprocess.run([sys.executable, "-m", "cdlbench", "run", str(SMOKE), "--out", str(out), "--quiet"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+                          capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr
     return out
 
