@@ -73,3 +73,16 @@ def register() -> None:
 def unregister() -> None:
     for registry, name, _ in _COMPONENTS:
         registry._entries.pop(name, None)
+
+
+# A tiny valid suite (2 seeds x 2 losses x 2 samplers, seconds on CPU) shared by the
+# reliability and validation tests.
+TINY_SUITE = {
+    "name": "tiny", "seeds": [0, 1], "device": "cpu",
+    "dataset": {"name": "dino", "n_train": 500},
+    "model": {"name": "mlp", "width": 16, "blocks": 1},
+    "train": {"steps": 20, "batch_size": 32, "lr": 1.0e-3, "log_every": 10},
+    "losses": [{"name": "ddpm"}, {"name": "itd"}],
+    "samplers": [{"name": "picard", "steps": 20, "tolerance": 0.1}, {"name": "ddpm", "steps": 20}],
+    "metrics": [{"name": "mmd", "bandwidth": 0.03, "n_samples": 100, "threshold": 2.0e-2}],
+}

@@ -32,15 +32,7 @@ from cdlbench.runner import Runner, RunDirMismatch
 TESTS = Path(__file__).resolve().parent
 TIMING = {"wall_clock", "train_seconds"}
 
-TINY = {
-    "name": "tiny", "seeds": [0, 1], "device": "cpu",
-    "dataset": {"name": "dino", "n_train": 500},
-    "model": {"name": "mlp", "width": 16, "blocks": 1},
-    "train": {"steps": 20, "batch_size": 32, "lr": 1.0e-3, "log_every": 10},
-    "losses": [{"name": "ddpm"}, {"name": "itd"}],
-    "samplers": [{"name": "picard", "steps": 20, "tolerance": 0.1}, {"name": "ddpm", "steps": 20}],
-    "metrics": [{"name": "mmd", "bandwidth": 0.03, "n_samples": 100, "threshold": 2.0e-2}],
-}
+TINY = fault_components.TINY_SUITE
 
 
 def tiny(**changes) -> dict:

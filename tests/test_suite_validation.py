@@ -15,17 +15,10 @@ from hypothesis import strategies as st
 from cdlbench.cli import cli
 from cdlbench.config import Suite, SuiteError, load_suite
 from cdlbench.registry import METRICS, MODELS, SAMPLERS
+import fault_components
 from cdlbench.runner import planned_work
 
-GOOD = {
-    "name": "tiny", "seeds": [0], "device": "cpu",
-    "dataset": {"name": "dino", "n_train": 500},
-    "model": {"name": "mlp", "width": 16, "blocks": 1},
-    "train": {"steps": 20, "batch_size": 32, "lr": 1.0e-3, "log_every": 10},
-    "losses": [{"name": "ddpm"}, {"name": "itd"}],
-    "samplers": [{"name": "picard", "steps": 20, "tolerance": 0.1}, {"name": "ddpm", "steps": 20}],
-    "metrics": [{"name": "mmd", "bandwidth": 0.03, "n_samples": 100, "threshold": 2.0e-2}],
-}
+GOOD = {**fault_components.TINY_SUITE, "seeds": [0]}
 
 
 def _with(**changes) -> str:

@@ -33,3 +33,18 @@ class Dataset:
         """grad_z log p_a(z) = -E[eps | z] / sqrt(s(-a))."""
         sn = torch.sigmoid(-logsnr).sqrt().reshape(-1, *([1] * (z.ndim - 1)))
         return -self.exact_eps(z, logsnr) / sn
+
+
+class FiniteImageSet(Dataset):
+    """A fixed tensor of images (`self.images` [N, C, H, W]): training uses all of it, and
+    `sample` draws with replacement from it."""
+
+    is_image = True
+
+    def train_data(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The whole set (the generator is not used)."""
+        return self.images
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        idx = torch.randint(0, self.images.shape[0], (n,), generator=generator)
+        return self.images[idx]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from .base import Dataset
+from .base import FiniteImageSet
 
 SPLITS = ("train", "test", "all")
 
@@ -65,7 +65,7 @@ def _resolution_ok(v):
 
 
 @DATASETS.register("digits", constraints={"split": _split_ok, "resolution": _resolution_ok})
-class Digits(Dataset):
+class Digits(FiniteImageSet):
     """scikit-learn's 8x8 handwritten digits in [-1, 1] with labels (1438 train / 359 test)."""
 
     is_image = True
@@ -76,15 +76,6 @@ class Digits(Dataset):
         self.images, self.labels = digits_tensors(split, self.resolution)         # [N, 1, R, R], [N]
         self.shape = tuple(self.images.shape[1:])
         self.n_train = self.images.shape[0]
-
-    def train_data(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The whole split, [N, 1, R, R] (a finite image set: the generator is not used)."""
-        return self.images
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """n images drawn with replacement from the split."""
-        idx = torch.randint(0, self.images.shape[0], (n,), generator=generator)
-        return self.images[idx]
 
     def reference_key(self) -> str:
         """Names the reference set for cached feature statistics."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
-from .base import Dataset
+from .base import FiniteImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPZ_IMAGE_KEYS = ("images", "x", "arr_0")
@@ -150,7 +150,7 @@ def read_image_set(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 @DATASETS.register("images", constraints={"max_images": lambda v: None if v is None or v > 0 else "must be > 0"})
-class ImageFolder(Dataset):
+class ImageFolder(FiniteImageSet):
     """Images from a folder of PNG/JPEG, a .npz or an EDM-style zip, in [-1, 1], optional labels."""
 
     is_image = True
@@ -165,13 +165,6 @@ class ImageFolder(Dataset):
         self.num_classes = None if labels is None else int(labels.max().item()) + 1
         self.shape = tuple(images.shape[1:])
         self.n_train = images.shape[0]
-
-    def train_data(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.images
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        idx = torch.randint(0, self.images.shape[0], (n,), generator=generator)
-        return self.images[idx]
 
     def reference_key(self) -> str:
         st = Path(self.path).expanduser().resolve().stat()
