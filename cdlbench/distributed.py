@@ -9,10 +9,7 @@ sampling, every rank gathers all batches (in index order) and computes the metri
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from .results import RunDir
+from .seeding import derived_seed
 
 
 @dataclass(frozen=True)
@@ -86,18 +84,13 @@ def main_first(world: World, fn):
     return fn()
 
 
-def sample_seed(*parts) -> int:
-    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
 def per_sample_inputs(seed_parts: tuple, start: int, stop: int, shape: tuple, steps: int | None,
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     """x_T [B, *shape] and per-step noise [steps, B, *shape] of samples start..stop-1, each from
     its own CPU generator (so a sample's draws never depend on its batch or rank)."""
     xs, noises = [], []
     for i in range(start, stop):
-        g = torch.Generator().manual_seed(sample_seed(*seed_parts, i))
+        g = torch.Generator().manual_seed(derived_seed(*seed_parts, i))
         xs.append(torch.randn(shape, generator=g))
         if steps:
             noises.append(torch.randn((steps, *shape), generator=g))

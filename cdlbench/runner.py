@@ -28,6 +28,7 @@ from .registry import DATASETS, LOSSES, METRICS, MODELS, SAMPLERS
 from .checkpoints import CACHE_FORMAT, CheckpointInvalid, load_checkpoint, save_checkpoint  # noqa: F401
 from .lock import RunLock, RunLocked  # noqa: F401
 from .results import RunDir, append_jsonl
+from .seeding import derived_seed, make_generator  # noqa: F401  (re-exported)
 from .training import NonFiniteLoss, train
 
 
@@ -84,16 +85,6 @@ def reference_key(comp: Component, dataset) -> str:
     """Names a dataset's reference split for cached metric statistics (FID/KID features)."""
     own = getattr(dataset, "reference_key", None)
     return own() if callable(own) else f"{comp.name}/{hashlib.sha256(comp.key().encode()).hexdigest()[:12]}"
-
-
-def derived_seed(*parts) -> int:
-    """A stable 63-bit seed from any parts (seed, purpose, ...)."""
-    digest = hashlib.sha256(json.dumps(parts, default=str).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def make_generator(device: torch.device, *parts) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(derived_seed(*parts))
 
 
 @dataclass
