@@ -77,8 +77,18 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                     "std": float(reached.std(ddof=1)) if n > 1 else (0.0 if n == 1 else math.nan),
                     "n": n, "n_runs": int(len(g)), "censored": int(len(g) - n),
                     "unit": first.get("unit", ""), "higher_is_better": bool(first.get("higher_is_better") or False),
-                    **{c: first[c] for c in pcols if not _missing(first[c])}})
+                    **{c: first[c] for c in pcols if not _missing(first[c])},
+                    **accelerator_setting(first)})
     return pd.DataFrame(out)
+
+
+def accelerator_setting(record) -> dict:
+    """Whether the numbers came from a CPU or a GPU (from env_device), so that a baseline made on
+    the other kind says the comparison crosses that setting (wall-clock above all)."""
+    device = record.get("env_device")
+    if _missing(device) or not isinstance(device, str):
+        return {}
+    return {"p_env_accelerator": "cpu" if device.startswith("cpu") else "gpu"}
 
 
 def _missing(v) -> bool:

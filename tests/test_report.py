@@ -36,7 +36,8 @@ def synthetic_rows() -> list[dict]:
             cell = f"dino/mlp/{loss}/{sampler}/seed={seed}"
             ident = {"suite": "synthetic", "suite_version": 1, "cell": cell, "dataset": "dino", "model": "mlp",
                      "loss": loss, "sampler": sampler, "seed": seed, "p_sampler_steps": 1000,
-                     "p_sampler_tolerance": 0.1, "p_sampler_drift": "ddpm", "p_train_steps": 20000}
+                     "p_sampler_tolerance": 0.1, "p_sampler_drift": "ddpm", "p_train_steps": 20000,
+                     "env_device": "cpu (x86_64, 2 threads)"}
             metric = {"p_metric_n_samples": 2000, "p_metric_bandwidth": 0.03, "p_metric_threshold": 0.002}
             cell_rows = [
                 {**ident, "metric": "iterations", "value": iters, "unit": "passes", "higher_is_better": False},
@@ -165,6 +166,7 @@ def test_report_with_paper_baseline(run_dir):
     assert "Compared with the reference numbers" in text
     assert "0.00123 (reference code)" in text
     assert "train_steps: ours 20000, reference 782000" in text
+    assert "env_accelerator: ours cpu, reference gpu" in text       # wall-clock crosses devices
     table = json.loads(report.render([run_dir], "json", baseline=PAPER))
     cdl_mmd = next(r for r in table if r["loss"] == "cdl" and r["sampler"] == "picard" and r["metric"] == "mmd")
     assert cdl_mmd["reference"] == 0.00123 and cdl_mmd["verdict"] == "better"      # lower MMD
