@@ -89,10 +89,25 @@ def reference_key(comp: Component, dataset) -> str:
 
 @dataclass
 class Prepared:
-    """A dataset instantiated for one seed: training data and its per-dimension variance."""
+    """A dataset instantiated for one seed: training data, its per-dimension variance and its
+    class labels (None for an unlabelled set)."""
     dataset: object
     data: torch.Tensor
     data_var: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    @property
+    def num_classes(self) -> int:
+        if self.labels is None:
+            return 0
+        return max(int(getattr(self.dataset, "num_classes", 0) or 0), int(self.labels.max().item()) + 1)
+
+
+def balanced_labels(start: int, stop: int, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Class labels of samples start..stop-1 of a class-conditional run: sample i gets class
+    i mod C, so every class is equally represented and a sample's class does not depend on its
+    batch or rank."""
+    return torch.arange(start, stop, device=device) % num_classes
 
 
 @dataclass
@@ -160,14 +175,15 @@ class Runner:
     # ------------------------------------------------------------- data
     def prepare(self, ds: Component, seed: int) -> Prepared:
         dataset = DATASETS.build(ds.name, ds.params)
-        data = dataset.train_data(make_generator(torch.device("cpu"), seed, "data", ds.key()))
-        return Prepared(dataset, data.to(self.device), data.var(0, unbiased=False).clamp_min(1e-8).to(self.device))
+        data, labels = dataset.train_set(make_generator(torch.device("cpu"), seed, "data", ds.key()))
+        return Prepared(dataset, data.to(self.device), data.var(0, unbiased=False).clamp_min(1e-8).to(self.device),
+                        None if labels is None else labels.long().to(self.device))
 
     # ------------------------------------------------------------- model
     def build_network(self, cell: Cell, prep: Prepared) -> torch.nn.Module:
         torch.manual_seed(derived_seed(cell.seed, "init", cell.model.key()))  # nn.Module init uses the global RNG
         net = MODELS.build(cell.model.name, cell.model.params, shape=tuple(prep.data.shape[1:]),
-                           data_var=prep.data_var.cpu())
+                           data_var=prep.data_var.cpu(), num_classes=prep.num_classes)
         return net.to(self.device)
 
     def checkpoint_path(self, cell: Cell) -> Path:
@@ -192,7 +208,8 @@ class Runner:
         gen = make_generator(self.device, cell.seed, "train", cell.training_key())
         net.train()
         trained, tlog = train(net, loss, prep.data, cell.train, gen, progress=self.progress,
-                              desc=f"train {cell.loss.label} seed={cell.seed}")
+                              desc=f"train {cell.loss.label} seed={cell.seed}",
+                              labels=prep.labels if getattr(net, "num_classes", 0) else None)
         trained.eval()
         info = {"steps": tlog.steps, "seconds": tlog.seconds, "final_loss": tlog.final_loss,
                 "history": [list(h) for h in tlog.history]}
@@ -206,6 +223,10 @@ class Runner:
         gen = make_generator(self.device, cell.seed, "sample")      # shared by every loss and sampler
         x_T = torch.randn((self.n_samples, *shape), generator=gen, device=self.device)
         return x_T, gen
+
+    def sample_labels(self, denoiser: Denoiser, start: int, stop: int) -> torch.Tensor | None:
+        """Class labels of samples start..stop-1 for a class-conditional denoiser, else None."""
+        return balanced_labels(start, stop, denoiser.num_classes, self.device) if denoiser.num_classes else None
 
     def sample_with_retry(self, cell: Cell, denoiser: Denoiser, prep: Prepared, trace: bool):
         """Sample once; on out-of-memory, a sampler with `chunk_size` retries once with half the
@@ -242,29 +263,42 @@ class Runner:
 
         def run_batch(x_T, noise, start):
             gen = make_generator(self.device, cell.seed, "sample", start)   # for samplers' own draws
-            return self.run_sampler(cell, denoiser, x_T, gen, False, overrides={"noise": noise} if takes_noise else None)
+            return self.run_sampler(cell, denoiser, x_T, gen, False, overrides={"noise": noise} if takes_noise else None,
+                                    labels=self.sample_labels(denoiser, start, start + x_T.shape[0]))
 
         return sharded_sample(run_batch, self.n_samples, sample_batch_size(), tuple(prep.data.shape[1:]), steps,
                               (cell.seed, "sample"), self.device, self.world)
 
     def run_sampler(self, cell: Cell, denoiser: Denoiser, x_T: torch.Tensor, gen: torch.Generator, trace: bool,
-                    overrides: dict | None = None, replay_n: int | None = None):
+                    overrides: dict | None = None, replay_n: int | None = None, labels: torch.Tensor | None = None):
+        """Run the cell's sampler from x_T; `labels` [N] (class-conditional denoisers) default to
+        the balanced labels of samples 0..N-1."""
         fn = SAMPLERS[cell.sampler.name]
+        if labels is None:
+            labels = self.sample_labels(denoiser, 0, x_T.shape[0])
         if self.accelerate:
             denoiser = denoiser.accelerated(**self.accelerate)
         accepted = inspect.signature(fn).parameters
         kwargs = {**cell.sampler.params, **(overrides or {})}
+        if labels is not None:
+            if "class_labels" not in accepted:
+                raise ValueError(f"sampler '{cell.sampler.name}' takes no class_labels, so it cannot sample "
+                                 f"from a class-conditional model")
+            kwargs["class_labels"] = labels
         if "noise" in accepted and "steps" in kwargs and kwargs.get("noise") is None:
             kwargs["noise"] = torch.randn((kwargs["steps"], *x_T.shape), generator=gen, device=x_T.device)
         if replay_n is not None:     # trajectory metrics: the first replay_n paths, same noise, no warm-up
             if "noise" in kwargs:
                 kwargs["noise"] = kwargs["noise"][:, :replay_n]
             kwargs.pop("trace", None)
+            if labels is not None:
+                kwargs["class_labels"] = labels[:replay_n]
             return fn(denoiser, x_T[:replay_n], generator=gen, **kwargs)
         if "trace" in accepted:
             kwargs["trace"] = trace
         with torch.no_grad():                                  # warm-up: first-call costs off the clock
-            denoiser.eps(x_T[: min(256, x_T.shape[0])], torch.zeros(()))
+            m = min(256, x_T.shape[0])
+            denoiser.eps(x_T[:m], torch.zeros(()), None if labels is None else labels[:m])
         return fn(denoiser, x_T, generator=gen, **kwargs)
 
     def replay(self, cell: Cell, prep: Prepared, denoiser, n: int):
@@ -312,6 +346,7 @@ class Runner:
         records, curves = [], []
         artifacts = {} if artifacts is None else artifacts
         context = {"denoiser": denoiser, "dataset": prep.dataset, "result": result,
+                   "labels": None if denoiser is None else self.sample_labels(denoiser, 0, result.samples.shape[0]),
                    "replay": lambda den, n: self.replay(cell, prep, den, n)}
 
         def rec(metric, value, unit="", higher=False, comp=None, censored=False):

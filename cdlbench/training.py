@@ -31,9 +31,12 @@ def ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float) -> None
 
 
 def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generator: torch.Generator,
-          progress: bool = True, desc: str = "train") -> tuple[torch.nn.Module, TrainLog]:
+          progress: bool = True, desc: str = "train", labels: torch.Tensor | None = None
+          ) -> tuple[torch.nn.Module, TrainLog]:
     """Train `net` (an eps network) on `data` [n, *shape] with `loss_fn`; returns the network to
-    sample from (the EMA copy when cfg['ema'] is set) and the log. Raises NonFiniteLoss."""
+    sample from (the EMA copy when cfg['ema'] is set) and the log. Raises NonFiniteLoss.
+    labels [n] (class of each training point) train a class-conditional network: each batch's
+    labels go to the loss with it."""
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     ema = copy.deepcopy(net).requires_grad_(False) if cfg.get("ema") else None
     denoiser = Denoiser.wrap(net)   # eps or EDM-preconditioned (x0) network
@@ -43,7 +46,10 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
     bar = tqdm(range(cfg["steps"]), desc=desc, disable=not progress, leave=False, mininterval=1.0)
     for step in bar:
         idx = torch.randint(0, data.shape[0], (cfg["batch_size"],), generator=generator, device=data.device)
-        out = loss_fn(denoiser, data[idx], generator=generator)
+        if labels is None:
+            out = loss_fn(denoiser, data[idx], generator=generator)
+        else:
+            out = loss_fn(denoiser, data[idx], generator=generator, labels=labels[idx])
         loss = out.per_sample.mean()
         value = loss.item()
         if not math.isfinite(value):

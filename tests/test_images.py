@@ -128,16 +128,24 @@ def test_errors_name_the_file(tmp_path):
 # ---------------------------------------------------------------- U-Net
 def test_unet_shapes_conditioning_and_denoiser_views():
     torch.manual_seed(0)
-    net = UNet(channels=[8, 16], shape=(1, 8, 8), num_classes=10)
+    net = UNet(channels=[8, 16], shape=(1, 8, 8), conditional=True, num_classes=10)
     z, a = torch.randn(4, 1, 8, 8), torch.linspace(-8, 8, 4)
-    assert net(z, a).shape == (4, 1, 8, 8)
-    assert torch.equal(net(z, a), torch.zeros_like(z))   # zero-initialised output layers: eps_hat = 0 at start
+    lab = torch.tensor([0, 1, 2, 3])
+    assert net(z, a, lab).shape == (4, 1, 8, 8) and net.num_classes == 10
+    assert torch.equal(net(z, a, lab), torch.zeros_like(z))   # zero-initialised output layers: eps_hat = 0 at start
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.2)
-    lab = torch.tensor([0, 1, 2, 3])
-    assert not torch.allclose(net(z, a, lab), net(z, a))          # labels change the output
-    d = Denoiser.from_eps(net)
-    x0 = d.x0(z, torch.full((4,), 2.0))
+    assert not torch.allclose(net(z, a, lab), net(z, a, lab.flip(0)))          # labels change the output
+    with pytest.raises(ValueError, match="needs class labels"):
+        net(z, a)
+    with pytest.raises(ValueError, match=r"in \[0, 10\)"):
+        net(z, a, torch.tensor([0, 1, 2, 10]))
+    with pytest.raises(ValueError, match="no class labels"):
+        UNet(channels=[8, 16], shape=(1, 8, 8), conditional=True)
+    assert UNet(channels=[8, 16], shape=(1, 8, 8), num_classes=10).num_classes == 0   # not conditional
+    d = Denoiser.wrap(net)
+    assert d.num_classes == 10
+    x0 = d.x0(z, torch.full((4,), 2.0), lab)
     assert x0.shape == z.shape and torch.isfinite(x0).all()
     rgb = UNet(channels=[8, 16, 16], attention=True, shape=(3, 32, 32))
     assert rgb(torch.randn(2, 3, 32, 32), torch.zeros(2)).shape == (2, 3, 32, 32)

@@ -25,6 +25,14 @@ class Dataset:
         """The finite training set, [n_train, *shape]."""
         return self.sample(self.n_train, generator)
 
+    def train_set(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training set and its class labels (int64 [n_train], or None for an unlabelled set)."""
+        return self.train_data(generator), None
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The class of each sample [N] (labelled sets with a classifier; used by `class_accuracy`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no classifier")
+
     # Oracle interface (only where has_exact_score)
     def exact_eps(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} has no exact score")
@@ -41,9 +49,15 @@ class FiniteImageSet(Dataset):
 
     is_image = True
 
+    labels: torch.Tensor | None = None
+
     def train_data(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """The whole set (the generator is not used)."""
         return self.images
+
+    def train_set(self, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The whole set and its labels (None when the files carry none)."""
+        return self.images, self.labels
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         idx = torch.randint(0, self.images.shape[0], (n,), generator=generator)

@@ -5,7 +5,7 @@ from ..registry import DATASETS
 from .mixture import GaussianMixture
 
 
-@DATASETS.register("gmm1d")
+@DATASETS.register("gmm1d", labelled=True)   # class = mode
 class TwoModeGaussian1D(GaussianMixture):
     """1-D mixture 0.5 N(-separation, 1) + 0.5 N(+separation, 1) with its exact score."""
 

@@ -38,9 +38,9 @@ class Checkerboard(Dataset):
         return torch.stack([x1, x2], dim=1)
 
 
-@DATASETS.register("8gaussians")
+@DATASETS.register("8gaussians", labelled=True)   # class = mixture component
 class EightGaussians(GaussianMixture):
-    """Eight equal Gaussians on a circle (radius 2, std 0.2), exact score known."""
+    """Eight equal Gaussians on a circle (radius 2, std 0.2), exact score known; class = component."""
 
     def __init__(self, n_train: int = 100_000, radius: float = 2.0, std: float = 0.2):
         angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)

@@ -108,11 +108,12 @@ def nll_from_integrand(integrand: torch.Tensor, a: torch.Tensor, proposal: Logis
 
 def log_likelihood(denoiser, x: torch.Tensor, *, data_var, n_points: int, generator: torch.Generator | None,
                    zeta=None, loc: float | None = None, scale: float | None = None, clip: float = 3.0,
-                   chunk_size: int = 1 << 16) -> torch.Tensor:
+                   chunk_size: int = 1 << 16, labels: torch.Tensor | None = None) -> torch.Tensor:
     """ITD estimate of log p(x) (zeta=None) or log p_zeta(x) in nats, one value per row of x.
 
     x [N, *shape]; data_var: per-dimension data variance (scalar or [d]); n_points: Monte-Carlo
-    points per sample (all evaluated in batched denoiser calls of at most chunk_size points).
+    points per sample (all evaluated in batched denoiser calls of at most chunk_size points);
+    labels [N]: the class of each row for a class-conditional denoiser (then log p(x | class)).
     """
     n = x.shape[0]
     d = x[0].numel()
@@ -121,7 +122,9 @@ def log_likelihood(denoiser, x: torch.Tensor, *, data_var, n_points: int, genera
     a = proposal.sample((n, n_points), generator, device=x.device, dtype=x.dtype)
     eps = torch.randn((n, n_points, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
     z, a_net, rescale = noisy_inputs(x, a, eps, zeta)
-    outs = [denoiser.eps(z[i:i + chunk_size], a_net[i:i + chunk_size]) for i in range(0, z.shape[0], chunk_size)]
+    rows = None if labels is None else labels.repeat_interleave(n_points)          # rows: [N, n_points]
+    outs = [denoiser.eps(z[i:i + chunk_size], a_net[i:i + chunk_size], None if rows is None else rows[i:i + chunk_size])
+            for i in range(0, z.shape[0], chunk_size)]
     eps_hat = (torch.cat(outs) * rescale.reshape(-1, *([1] * (x.ndim - 1)))).reshape(eps.shape)
     integrand = itd_integrand(eps, eps_hat, a, log_var)
     return -nll_from_integrand(integrand, a, proposal, log_var)

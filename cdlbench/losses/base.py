@@ -1,4 +1,5 @@
-"""Loss protocol: `loss(denoiser, x0, *, generator) -> LossOutput(per_sample, parts)`.
+"""Loss protocol: `loss(denoiser, x0, *, generator, labels=None) -> LossOutput(per_sample, parts)`
+(labels [N]: the class of each row of x0, given only to a class-conditional denoiser).
 
 Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnostics."""
 from __future__ import annotations

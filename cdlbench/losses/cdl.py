@@ -21,12 +21,14 @@ from .base import LossOutput
 
 
 def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Tensor, eps: torch.Tensor,
-                     proposal: LogisticProposal) -> torch.Tensor:
-    """ITD estimate of log p(y) - log p_zeta(y), [K], from shared points a [K, B], eps [K, B, *shape]."""
+                     proposal: LogisticProposal, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """ITD estimate of log p(y) - log p_zeta(y), [K], from shared points a [K, B], eps [K, B, *shape]
+    (with labels [K]: the class-conditional densities log p(y | c) - log p_zeta(y | c))."""
     k, b = a.shape
     z, a_clean, _ = noisy_inputs(y, a, eps)                       # z is shared by both estimates
     _, a_zeta, rescale = noisy_inputs(y, a, eps, zeta)
-    out = denoiser.eps(torch.cat([z, z]), torch.cat([a_clean, a_zeta]))   # one call, 2*K*B points
+    rows = None if labels is None else labels.repeat_interleave(b).repeat(2)   # rows: [2, K, B]
+    out = denoiser.eps(torch.cat([z, z]), torch.cat([a_clean, a_zeta]), rows)   # one call, 2*K*B points
     view = (k, b, *y.shape[1:])
     eps_clean = out[: k * b].reshape(view)
     eps_zeta = (out[k * b:] * rescale.reshape(-1, *([1] * (y.ndim - 1)))).reshape(view)
@@ -56,8 +58,9 @@ class ContrastiveDiffusionLoss:
         self.weight, self.base_weight = float(weight), float(base_weight)
         self.k, self.b = int(samples_per_batch), int(mc_points)
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None) -> LossOutput:
-        base = self.base(denoiser, x0, generator=generator)
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
+        base = self.base(denoiser, x0, generator=generator, labels=labels)
         n = x0.shape[0]
         k = min(self.k, n)
         x = x0[:k]                                              # the batch is a random draw
@@ -70,7 +73,7 @@ class ContrastiveDiffusionLoss:
         y = torch.where((label > 0).view(view), x, noised)
         a = self.proposal.sample((k, self.b), generator, device=dev, dtype=dt)               # step 3
         eps = torch.randn((k, self.b, *x.shape[1:]), generator=generator, device=dev, dtype=dt)
-        logit = classifier_logit(denoiser, y, zeta, a, eps, self.proposal)
+        logit = classifier_logit(denoiser, y, zeta, a, eps, self.proposal, None if labels is None else labels[:k])
         cdl = F.softplus(-label * logit) / self.b                                          # step 4
         # mean over the batch of per_sample reproduces w_std * mean(L_std) + weight * sum_k CDL_k
         per_sample = self.base_weight * base.per_sample

@@ -15,9 +15,10 @@ class DDPMLoss:
     def __init__(self, num_steps: int = 1000):
         self.logsnr = ddpm_logsnr(num_steps).float()
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None) -> LossOutput:
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
         t = torch.randint(0, self.logsnr.numel(), (x0.shape[0],), generator=generator, device=x0.device)
         a = self.logsnr.to(x0.device)[t]
         z, eps = vp_noise(x0, a, generator)
-        per_sample = (eps - denoiser.eps(z, a)).pow(2).flatten(1).mean(1)
+        per_sample = (eps - denoiser.eps(z, a, labels)).pow(2).flatten(1).mean(1)
         return LossOutput(per_sample, {"mse": per_sample.mean().item()})

@@ -22,7 +22,8 @@ class EDMLoss:
         self.P_mean, self.P_std = float(P_mean), float(P_std)
         self.sigma_data = data_sigma(sigma_data, data_var)
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None) -> LossOutput:
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
         n = x0.shape[0]
         rnd = torch.randn((n,), generator=generator, device=x0.device, dtype=x0.dtype)
         sigma = torch.exp(self.P_mean + self.P_std * rnd)                                  # [N]
@@ -30,6 +31,6 @@ class EDMLoss:
         view = (-1,) + (1,) * (x0.ndim - 1)
         sd = self.sigma_data
         weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2                                 # lambda(sigma)
-        d_hat = denoiser.x0(x0 + sigma.view(view) * noise, sigma)
+        d_hat = denoiser.x0(x0 + sigma.view(view) * noise, sigma, labels)
         per_sample = weight * (d_hat - x0).pow(2).flatten(1).sum(1)                         # [N]
         return LossOutput(per_sample, {"edm": per_sample.mean().item()})

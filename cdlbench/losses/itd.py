@@ -22,11 +22,12 @@ class ITDLoss:
         self.log_var = _log_var(data_var, d)
         self.proposal = default_proposal(data_var, d, clip, loc, scale)
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None) -> LossOutput:
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
         n = x0.shape[0]
         a = self.proposal.sample((n, 1), generator, device=x0.device, dtype=x0.dtype)          # [N, 1]
         eps = torch.randn((n, 1, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
         z, a_net, _ = noisy_inputs(x0, a, eps)
-        eps_hat = denoiser.eps(z, a_net).reshape(eps.shape)
+        eps_hat = denoiser.eps(z, a_net, labels).reshape(eps.shape)         # one point per sample: rows = samples
         nll = nll_from_integrand(itd_integrand(eps, eps_hat, a, self.log_var), a, self.proposal, self.log_var)
         return LossOutput(nll, {"nll": nll.mean().item()})

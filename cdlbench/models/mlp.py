@@ -9,6 +9,7 @@ from torch import nn
 
 from ..constraints import one_of, positive
 from ..registry import MODELS
+from .conditioning import class_embedding, conditional_classes
 from .embedding import sinusoidal_embedding
 from .precond import PRECONDS, precondition
 
@@ -26,10 +27,14 @@ class ResidualBlock(nn.Module):
 
 
 class ResidualMLP(nn.Module):
-    """Residual MLP on flattened points: eps_hat = MLP(z, emb(logsnr))."""
+    """Residual MLP on flattened points: eps_hat = MLP(z, emb(logsnr) [+ emb(class)])."""
 
-    def __init__(self, width: int = 128, blocks: int = 2, emb_dim: int = 64, shape: tuple = (2,)):
+    def __init__(self, width: int = 128, blocks: int = 2, emb_dim: int = 64, shape: tuple = (2,),
+                 num_classes: int = 0):
         super().__init__()
+        self.num_classes = int(num_classes)
+        # class-conditional: a learned class embedding is added to the noise-level embedding
+        self.class_embed = nn.Embedding(self.num_classes, width) if self.num_classes else None
         self.shape = tuple(shape)
         d = int(math.prod(self.shape))
         self.emb_dim = emb_dim
@@ -47,8 +52,9 @@ class ResidualMLP(nn.Module):
         levels, index = torch.unique(logsnr, return_inverse=True)               # [U], [N]
         return self.embed(sinusoidal_embedding(levels, self.emb_dim))[index]
 
-    def forward(self, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, logsnr: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self._embed_levels(logsnr)                                         # [N, width]
+        emb = emb + class_embedding(self.class_embed, class_labels, z.shape[0])
         h = self.inp(z.flatten(1))                                               # [N, width]
         for block in self.blocks:
             h = block(h, emb)
@@ -58,7 +64,10 @@ class ResidualMLP(nn.Module):
 @MODELS.register("mlp", constraints={"width": positive, "blocks": positive, "emb_dim": positive,
                                      "precond": one_of(*PRECONDS), "sigma_data": positive})
 def mlp(width: int = 128, blocks: int = 2, emb_dim: int = 64, precond: str = "eps",
-        sigma_data: float | None = None, shape: tuple = (2,), data_var=None) -> nn.Module:
+        sigma_data: float | None = None, conditional: bool = False, shape: tuple = (2,), data_var=None,
+        num_classes: int = 0) -> nn.Module:
     """Residual MLP on flattened points, conditioned on log-SNR; precond: eps (noise predictor) or
-    edm (EDM's c_skip/c_out/c_in wrapper; sigma_data defaults to the data's RMS std)."""
-    return precondition(ResidualMLP(width, blocks, emb_dim, shape), precond, sigma_data, data_var)
+    edm (EDM's c_skip/c_out/c_in wrapper; sigma_data defaults to the data's RMS std);
+    conditional: also on the class label (the dataset's classes)."""
+    classes = conditional_classes(conditional, num_classes, "mlp")
+    return precondition(ResidualMLP(width, blocks, emb_dim, shape, classes), precond, sigma_data, data_var)

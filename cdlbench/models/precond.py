@@ -27,15 +27,17 @@ class EDMPrecond(nn.Module):
         super().__init__()
         self.net = net
         self.sigma_data = float(sigma_data)
+        self.num_classes = int(getattr(net, "num_classes", 0) or 0)
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         """x [N, *shape] (VE point), sigma [N] -> D(x; sigma) [N, *shape]."""
         sd = self.sigma_data
         s = sigma.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
         norm = torch.sqrt(s * s + sd * sd)
         c_skip, c_out, c_in = sd * sd / (norm * norm), s * sd / norm, 1.0 / norm
         a = -2.0 * torch.log(sigma.to(x.dtype))                  # c_noise as a log-SNR
-        return c_skip * x + c_out * self.net(c_in * x, a)
+        labels = {} if class_labels is None else {"class_labels": class_labels}
+        return c_skip * x + c_out * self.net(c_in * x, a, **labels)
 
 
 def data_sigma(sigma_data: float | None, data_var) -> float:

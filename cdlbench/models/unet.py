@@ -3,14 +3,15 @@ DDPM form of Ho et al. 2020, sec. 4 and appendix B: residual blocks with GroupNo
 the noise-level embedding added inside every block, optional self-attention at the coarsest
 level), conditioned on the continuous log-SNR a (SPEC section 1) instead of an integer step.
 
-Optional class conditioning: a learned class embedding is added to the noise-level embedding;
-label `num_classes` (or `class_labels=None`) means "no class" (classifier-free style)."""
+Optional class conditioning (`conditional: true`, models/conditioning.py): a learned embedding of
+the dataset's class label is added to the noise-level embedding."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..registry import MODELS
+from .conditioning import class_embedding, conditional_classes
 from .embedding import sinusoidal_embedding
 
 
@@ -62,14 +63,14 @@ def _channels_ok(v):
 
 @MODELS.register("unet", constraints={"channels": _channels_ok,
                                       "blocks": lambda v: None if v >= 1 else "must be >= 1",
-                                      "num_classes": lambda v: None if v >= 0 else "must be >= 0",
                                       "dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)"},
                  data="image")
 class UNet(nn.Module):
     """Small U-Net on [N, C, H, W] conditioned on continuous log-SNR; optional class labels."""
 
     def __init__(self, channels: list = (32, 64), blocks: int = 1, attention: bool = False,
-                 emb_dim: int = 128, num_classes: int = 0, dropout: float = 0.0, shape: tuple = (1, 8, 8)):
+                 emb_dim: int = 128, dropout: float = 0.0, conditional: bool = False, shape: tuple = (1, 8, 8),
+                 num_classes: int = 0):
         super().__init__()
         self.shape = tuple(shape)
         if len(self.shape) != 3:
@@ -79,9 +80,9 @@ class UNet(nn.Module):
         if height % 2 ** (levels - 1) or width % 2 ** (levels - 1):
             raise ValueError(f"unet with {levels} levels needs H and W divisible by {2 ** (levels - 1)}, "
                              f"got {height}x{width}")
-        self.emb_dim, self.num_classes = int(emb_dim), int(num_classes)
+        self.emb_dim, self.num_classes = int(emb_dim), conditional_classes(conditional, num_classes, "unet")
         self.embed = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        self.class_embed = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.class_embed = nn.Embedding(self.num_classes, emb_dim) if self.num_classes else None
         self.inp = nn.Conv2d(c_img, channels[0], 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         skips, c = [channels[0]], channels[0]
@@ -111,10 +112,7 @@ class UNet(nn.Module):
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(sinusoidal_embedding(logsnr, self.emb_dim))                # [N, E]
-        if self.class_embed is not None:
-            if class_labels is None:
-                class_labels = torch.full((z.shape[0],), self.num_classes, device=z.device, dtype=torch.long)
-            emb = emb + self.class_embed(class_labels)
+        emb = emb + class_embedding(self.class_embed, class_labels, z.shape[0])
         h = self.inp(z)
         hs = [h]
         blocks = iter(self.down)

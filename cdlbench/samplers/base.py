@@ -50,9 +50,12 @@ def standard_noise(noise: torch.Tensor | None, steps: int, x_T: torch.Tensor,
     return noise.to(device=x_T.device, dtype=x_T.dtype)
 
 
-def eps_batched(denoiser, z: torch.Tensor, logsnr: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Evaluate the eps view on many points in calls of at most chunk_size points (memory bound)."""
+def eps_batched(denoiser, z: torch.Tensor, logsnr: torch.Tensor, chunk_size: int,
+                labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Evaluate the eps view on many points in calls of at most chunk_size points (memory bound);
+    labels [N] (or None) are the class labels of the rows of z."""
     if z.shape[0] <= chunk_size:
-        return denoiser.eps(z, logsnr)
-    return torch.cat([denoiser.eps(z[i:i + chunk_size], logsnr[i:i + chunk_size])
+        return denoiser.eps(z, logsnr, labels)
+    return torch.cat([denoiser.eps(z[i:i + chunk_size], logsnr[i:i + chunk_size],
+                                   None if labels is None else labels[i:i + chunk_size])
                       for i in range(0, z.shape[0], chunk_size)])

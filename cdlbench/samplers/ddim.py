@@ -39,7 +39,7 @@ def ddim_update(grid: DDPMGrid, x: torch.Tensor, eps_hat: torch.Tensor, j, eta: 
 @torch.no_grad()
 def ddim_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, steps: int = 50, eta: float = 0.0,
-                clip_sample: float | None = None) -> SampleResult:
+                clip_sample: float | None = None, class_labels: torch.Tensor | None = None) -> SampleResult:
     """DDIM with `steps` strided over the 1000-step grid; eta = 0 is the ODE; NFE = steps."""
     grid = ddpm_grid(steps).to(x_T.device, x_T.dtype)
     std = eta * grid.posterior_var.sqrt()                      # [S], 0 on the last step
@@ -47,7 +47,7 @@ def ddim_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | Non
     x = x_T
     with Stopwatch(x_T.device) as clock:
         for j in range(grid.steps):
-            eps_hat = denoiser.eps(x, grid.logsnr[j])
+            eps_hat = denoiser.eps(x, grid.logsnr[j], class_labels)
             x = ddim_update(grid, x, eps_hat, j, eta, clip_sample)
             if xi is not None:
                 x = x + std[j] * xi[j]

@@ -12,8 +12,9 @@ from .ddpm_grid import VARIANCES, ddpm_grid
 @SAMPLERS.register("ddpm", constraints={"steps": positive, "variance": one_of(*VARIANCES)}, grid="ddpm")
 @torch.no_grad()
 def ddpm_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
-                noise: torch.Tensor | None = None, steps: int = 1000, variance: str = "posterior") -> SampleResult:
-    """Ancestral DDPM; `steps` strided over the 1000-step grid; variance: beta | posterior."""
+                noise: torch.Tensor | None = None, steps: int = 1000, variance: str = "posterior",
+                class_labels: torch.Tensor | None = None) -> SampleResult:
+    """Ancestral DDPM; `steps` strided over the 1000-step grid; variance: beta | posterior; class_labels [N] for a class-conditional denoiser."""
     grid = ddpm_grid(steps).to(x_T.device, x_T.dtype)
     std = grid.variance(variance).sqrt()
     xi = standard_noise(noise, grid.steps, x_T, generator)
@@ -25,6 +26,6 @@ def ddpm_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | Non
     x = x_T
     with Stopwatch(x_T.device) as clock:
         for j in range(grid.steps):
-            eps_hat = denoiser.eps(x, grid.logsnr[j])
+            eps_hat = denoiser.eps(x, grid.logsnr[j], class_labels)
             x = (x - c_eps[j] * eps_hat) / c_div[j] + sd[j] * xi[j]
     return SampleResult(x, nfe=grid.steps, iterations=grid.steps, converged=True, wall_s=clock.seconds)

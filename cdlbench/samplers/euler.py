@@ -16,7 +16,8 @@ from .heun import EDM_CONSTRAINTS
 def euler_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, steps: int = 18, sigma_min: float = 0.002,
                  sigma_max: float = 80.0, rho: float = 7.0, S_churn: float = 0.0, S_tmin: float = 0.0,
-                 S_tmax: float = float("inf"), S_noise: float = 1.0) -> SampleResult:
+                 S_tmax: float = float("inf"), S_noise: float = 1.0,
+                class_labels: torch.Tensor | None = None) -> SampleResult:
     """Euler on EDM's time steps (optionally with churn), NFE = steps."""
     check_edm(steps, sigma_min, sigma_max)
     sig = edm_sigmas(steps, sigma_min, sigma_max, rho)
@@ -26,6 +27,6 @@ def euler_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | No
     with Stopwatch(x_T.device) as clock:
         for i in range(steps):
             x_hat, s_hat = churn(x, sig[i], gammas[i], None if xi is None else xi[i], S_noise)
-            d = (x_hat - denoiser.x0(x_hat, s_hat)) / s_hat
+            d = (x_hat - denoiser.x0(x_hat, s_hat, class_labels)) / s_hat
             x = x_hat + (sig[i + 1] - s_hat) * d
     return SampleResult(x, nfe=steps, iterations=steps, converged=True, wall_s=clock.seconds)

@@ -24,7 +24,8 @@ EDM_CONSTRAINTS = {"steps": positive, "sigma_min": positive, "sigma_max": positi
 def heun_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, steps: int = 18, sigma_min: float = 0.002,
                 sigma_max: float = 80.0, rho: float = 7.0, S_churn: float = 0.0, S_tmin: float = 0.0,
-                S_tmax: float = float("inf"), S_noise: float = 1.0) -> SampleResult:
+                S_tmax: float = float("inf"), S_noise: float = 1.0,
+                class_labels: torch.Tensor | None = None) -> SampleResult:
     """EDM Heun (Algorithm 2; Algorithm 1 when S_churn = 0), NFE = 2*steps - 1."""
     check_edm(steps, sigma_min, sigma_max)
     sig = edm_sigmas(steps, sigma_min, sigma_max, rho)                    # N + 1 levels, sig[N] = 0
@@ -35,11 +36,11 @@ def heun_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | Non
     with Stopwatch(x_T.device) as clock:
         for i in range(steps):
             x_hat, s_hat = churn(x, sig[i], gammas[i], None if xi is None else xi[i], S_noise)   # lines 4-6
-            d = (x_hat - denoiser.x0(x_hat, s_hat)) / s_hat                                      # line 7
+            d = (x_hat - denoiser.x0(x_hat, s_hat, class_labels)) / s_hat                                      # line 7
             nfe += 1
             x = x_hat + (sig[i + 1] - s_hat) * d                                                 # line 8
             if sig[i + 1] != 0:                                                                  # lines 9-11
-                d_next = (x - denoiser.x0(x, sig[i + 1])) / sig[i + 1]
+                d_next = (x - denoiser.x0(x, sig[i + 1], class_labels)) / sig[i + 1]
                 nfe += 1
                 x = x_hat + (sig[i + 1] - s_hat) * (0.5 * d + 0.5 * d_next)
     return SampleResult(x, nfe=nfe, iterations=steps, converged=True, wall_s=clock.seconds)

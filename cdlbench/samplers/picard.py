@@ -51,8 +51,10 @@ def picard_step(X: torch.Tensor, b: int, e: int, drift_fn, step_noise: torch.Ten
 def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                   noise: torch.Tensor | None = None, drift: str = "ddpm", steps: int = 1000,
                   variance: str = "posterior", tolerance: float = 0.1, window: int | None = None,
-                  max_iters: int | None = None, chunk_size: int = 1 << 18, trace: bool = False) -> SampleResult:
-    """Parallel (Picard) sampler with DDPM or DDIM (ODE) drift; window p defaults to all steps; chunk_size bounds the points per call."""
+                  max_iters: int | None = None, chunk_size: int = 1 << 18, trace: bool = False,
+                  class_labels: torch.Tensor | None = None) -> SampleResult:
+    """Parallel (Picard) sampler with DDPM or DDIM (ODE) drift; window p defaults to all steps; chunk_size bounds the points per call;
+    class_labels [N] for a class-conditional denoiser (tiled over the window)."""
     if drift not in DRIFTS:
         raise ValueError(f"drift must be one of {DRIFTS}, got {drift!r}")
     grid = ddpm_grid(steps).to(x_T.device, x_T.dtype)
@@ -70,8 +72,9 @@ def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | N
 
     def drift_fn(xs: torch.Tensor, b: int, e: int) -> torch.Tensor:
         w = e - b
-        a = grid.logsnr[b:e].repeat_interleave(n)
-        eps_hat = eps_batched(denoiser, xs.reshape(w * n, *x_T.shape[1:]), a, chunk_size).reshape(xs.shape)
+        a = grid.logsnr[b:e].repeat_interleave(n)                       # rows are step-major: [w, n]
+        labels = None if class_labels is None else class_labels.repeat(w)
+        eps_hat = eps_batched(denoiser, xs.reshape(w * n, *x_T.shape[1:]), a, chunk_size, labels).reshape(xs.shape)
         if drift == "ddim":
             return ddim_update(grid, xs, eps_hat, slice(b, e)) - xs
         return grid.mean_step(xs, eps_hat, slice(b, e)) - xs

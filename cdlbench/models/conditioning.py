@@ -1,0 +1,36 @@
+"""Class conditioning shared by the networks: a learned embedding of the class label is added to
+the noise-level embedding (as in the class-conditional models of Ho et al. 2020 / Dhariwal and
+Nichol 2021). A network is class-conditional when its `num_classes` > 0; its forward then takes
+`class_labels` [N] (int64) and refuses to run without them (there is no "no class" label)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def conditional_classes(conditional: bool, num_classes: int, model: str) -> int:
+    """The number of classes a model is built with: the dataset's (a runtime argument) when the
+    suite says `conditional: true`, else 0."""
+    if not conditional:
+        return 0
+    if not num_classes or num_classes < 1:
+        raise ValueError(f"model '{model}' is conditional, but the dataset has no class labels")
+    return int(num_classes)
+
+
+def class_embedding(table: nn.Embedding | None, class_labels: torch.Tensor | None, n: int) -> torch.Tensor | float:
+    """The class term to add to the noise-level embedding: table(labels) [n, E], or 0 for an
+    unconditional network. Errors when labels are missing, misshapen or out of range."""
+    if table is None:
+        if class_labels is not None:
+            raise ValueError("this model is unconditional but was given class labels")
+        return 0.0
+    if class_labels is None:
+        raise ValueError(f"this model is class-conditional ({table.num_embeddings} classes) and needs class labels")
+    if class_labels.shape != (n,):
+        raise ValueError(f"class labels must have shape ({n},), got {tuple(class_labels.shape)}")
+    labels = class_labels.long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= table.num_embeddings):
+        raise ValueError(f"class labels must be in [0, {table.num_embeddings}), got "
+                         f"{int(labels.min())}..{int(labels.max())}")
+    return table(labels)
