@@ -470,6 +470,12 @@ def dataset_facts(comp: Component) -> dict:
     return {"image": bool(image), "labelled": labelled, "exact_score": bool(exact)}
 
 
+def has_classifier(dataset: str) -> bool:
+    """The dataset can say which class a sample shows (`classify`, for class_accuracy)."""
+    from .datasets.base import Dataset
+    return getattr(DATASETS.entry(dataset).obj, "classify", Dataset.classify) is not Dataset.classify
+
+
 def model_is_conditional(comp: Component) -> bool:
     """A class-conditional model: registry metadata conditional= (a value or a function of the
     parameters), else a suite parameter `conditional: true` or `num_classes` > 0."""
@@ -537,6 +543,22 @@ def check_compatibility(suite: Suite) -> None:
                 raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
                                  f"metric '{m.name}' needs image data, but dataset '{ds.name}' is {kind} data; "
                                  f"metrics for {kind} data: {', '.join(ok)}")
+            if _meta(entry, "needs_classifier", m.params) and not has_classifier(ds.name):
+                ok = [e.name for e in DATASETS.entries() if has_classifier(e.name)]
+                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
+                                 f"metric '{m.name}' needs a dataset with a classifier, but '{ds.name}' has none; "
+                                 f"datasets with one: {', '.join(ok)}")
+            for k, mdl in enumerate(suite.models):
+                conditional = model_is_conditional(mdl)
+                if _meta(entry, "needs_labels", m.params) and conditional is False:
+                    raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
+                                     f"metric '{m.name}' scores class-conditional samples, but model "
+                                     f"'{mdl.label}' ({_axis_field(suite, 'model', k)}) is unconditional; "
+                                     f"set 'conditional: true' on it")
+                if _meta(entry, "needs_exact_score", m.params) and conditional:
+                    raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
+                                     f"metric '{m.name}' compares the unconditional score, but model "
+                                     f"'{mdl.label}' ({_axis_field(suite, 'model', k)}) is class-conditional")
             if _meta(entry, "needs_exact_score", m.params) and not facts["exact_score"]:
                 ok = [e.name for e in DATASETS.entries() if getattr(e.obj, "has_exact_score", False)
                       or e.meta.get("exact_score") is True]

@@ -19,7 +19,7 @@ name: dist-tiny
 seeds: [0]
 device: cpu
 dataset: {name: digits}
-model: {name: unet, channels: [8, 16]}
+model: {name: unet, channels: [8, 16], conditional: true}   # labels must follow the global sample index
 train: {steps: 3, batch_size: 16, log_every: 1}
 losses: {name: ddpm}
 samplers:

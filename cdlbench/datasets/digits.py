@@ -80,3 +80,12 @@ class Digits(FiniteImageSet):
     def reference_key(self) -> str:
         """Names the reference set for cached feature statistics."""
         return f"digits/{self.split}/{self.resolution}"
+
+    def classify(self, x: torch.Tensor, cache_dir=None) -> torch.Tensor:
+        """The digit each image [N, 1, R, R] in [-1, 1] shows, by the cached digits CNN
+        (trained on the train split; metrics/digits_classifier.py), as uint8 pixels like FID sees them."""
+        from ..metrics.digits_classifier import DigitsCNN, load_digits_classifier, to_uint8
+
+        net = load_digits_classifier(cache_dir)
+        logits = torch.cat([net(DigitsCNN.preprocess(to_uint8(chunk.cpu()))) for chunk in x.split(1024)])
+        return logits.argmax(1)
