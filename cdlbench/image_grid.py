@@ -39,9 +39,11 @@ def main(argv=None) -> None:
     parser.add_argument("png")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--key", default="samples", help="array in the .npz (samples or data)")
+    parser.add_argument("--columns", type=int, default=None,
+                        help="images per row (class-conditional runs: the number of classes puts one class per column)")
     args = parser.parse_args(argv)
     with np.load(args.npz) as blob:
-        save_grid(blob[args.key], args.png, args.scale)
+        save_grid(blob[args.key], args.png, args.scale, args.columns)
     print(args.png)
 
 

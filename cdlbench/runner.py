@@ -20,6 +20,7 @@ import yaml
 from .config import Cell, Component, Suite
 from .denoiser import Denoiser
 from .init_from import load_init_weights
+from .input_files import input_digests
 from .distributed import FollowerRunDir, init_from_env, local_device, main_first, sample_batch_size, sharded_sample
 from .diffusion.schedules import strided_timesteps  # noqa: F401  (re-exported for plugins)
 from .env import environment, resolve_device
@@ -33,10 +34,15 @@ from .training import NonFiniteLoss, train
 
 
 def training_config(cell: Cell) -> dict:
-    """Everything that changes the trained weights; its hash is stored with the checkpoint."""
+    """Everything that changes the trained weights; its hash is stored with the checkpoint.
+    Data, pretrained weights and init_from files enter by content (cdlbench/input_files.py)."""
     comp = lambda c: {"name": c.name, **c.params}  # noqa: E731
-    return {"dataset": comp(cell.dataset), "model": comp(cell.model), "loss": comp(cell.loss),
-            "train": dict(cell.train), "seed": cell.seed}
+    config = {"dataset": comp(cell.dataset), "model": comp(cell.model), "loss": comp(cell.loss),
+              "train": dict(cell.train), "seed": cell.seed}
+    files = input_digests(config)
+    if files:            # only suites with input files: other cached checkpoints keep their hash
+        config["input_files"] = files
+    return config
 
 
 class OutOfMemoryAfterRetry(RuntimeError):
@@ -325,7 +331,7 @@ class Runner:
         if isinstance(ref, torch.Tensor) and tuple(ref.shape[1:]) == tuple(result.samples.shape[1:]):
             blob["data"] = ref[:keep].detach().float().cpu().numpy()
         blob.update(artifacts)
-        safe = "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in cell.name.replace("/", "__"))
+        safe = "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in cell.name.replace("/", "__"))[:150]
         digest = hashlib.sha256(cell.name.encode()).hexdigest()[:8]
         folder = self.run.path / "samples"
         folder.mkdir(parents=True, exist_ok=True)
