@@ -175,3 +175,21 @@ def test_inception_path_reads_a_local_weights_file(tmp_path, monkeypatch):
     a, b = torch.rand(6, 3, 16, 16, generator=g) * 2 - 1, torch.rand(6, 1, 16, 16, generator=g) * 2 - 1
     fid = FID(extractor="inception-v3-compat", batch_size=4, cache_dir=tmp_path)
     assert abs(fid(a, a)) < 1e-3 and fid(b, a) > 0
+
+
+def test_class_accuracy_on_real_digits(cache_dir, tmp_path):
+    """The digits CNN as the class_accuracy judge: true labels score >= 0.95, shuffled ones ~0.1;
+    a first use under no_grad (as in sampling code) still trains and caches the classifier."""
+    from cdlbench.datasets.digits import Digits
+    from cdlbench.metrics.class_accuracy import ClassAccuracy
+
+    test = Digits("test")
+    x, y = test.images, test.labels
+    assert ClassAccuracy(cache_dir=cache_dir)(x, x, dataset=test, labels=y) >= 0.95
+    shuffled = y[torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(0))]
+    assert ClassAccuracy(cache_dir=cache_dir)(x, x, dataset=test, labels=shuffled) < 0.2
+    with torch.no_grad():
+        assert ClassAccuracy(cache_dir=tmp_path / "fresh")(x[:50], x, dataset=test, labels=y[:50]) >= 0.9
+    assert dc.classifier_path(tmp_path / "fresh").is_file()
+    with pytest.raises(ValueError, match="class-conditional"):
+        ClassAccuracy(cache_dir=cache_dir)(x, x, dataset=test, labels=None)

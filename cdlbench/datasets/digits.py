@@ -86,6 +86,7 @@ class Digits(FiniteImageSet):
         (trained on the train split; metrics/digits_classifier.py), as uint8 pixels like FID sees them."""
         from ..metrics.digits_classifier import DigitsCNN, load_digits_classifier, to_uint8
 
-        net = load_digits_classifier(cache_dir)
-        logits = torch.cat([net(DigitsCNN.preprocess(to_uint8(chunk.cpu()))) for chunk in x.split(1024)])
+        net = load_digits_classifier(cache_dir)          # trains (with gradients) when not cached
+        with torch.no_grad():
+            logits = torch.cat([net(DigitsCNN.preprocess(to_uint8(chunk.cpu()))) for chunk in x.split(1024)])
         return logits.argmax(1)

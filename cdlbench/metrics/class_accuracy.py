@@ -35,5 +35,4 @@ class ClassAccuracy:
             raise ValueError("class_accuracy needs a class-conditional model (model field 'conditional: true')")
         classify = getattr(dataset, "classify")
         kwargs = {"cache_dir": self.cache_dir} if "cache_dir" in inspect.signature(classify).parameters else {}
-        with torch.no_grad():
-            return class_accuracy(classify(samples, **kwargs), labels)
+        return class_accuracy(classify(samples.detach(), **kwargs), labels)   # classify may train its classifier first

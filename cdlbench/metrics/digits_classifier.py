@@ -70,6 +70,7 @@ def _random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator) -
     return padded[torch.arange(n)[:, None, None], 0, rows, cols].unsqueeze(1)
 
 
+@torch.enable_grad()          # callers may sit under no_grad/inference code (a first metric use)
 def train_digits_classifier(recipe: dict = TRAINING_RECIPE) -> DigitsCNN:
     """Train on the digits train split (uint8-quantised, as the extractor will see it)."""
     from ..datasets.digits import digits_tensors
