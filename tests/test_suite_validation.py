@@ -4,6 +4,7 @@ random and mutated suites never gets anything but a Suite or a SuiteError from t
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -348,3 +349,13 @@ def test_package_uses_only_safe_loaders():
                         r"import_module\(", r"yaml\.unsafe_load", r"yaml\.full_load"):
             bad += [f"{path.name}: {m.group(0)}" for m in re.finditer(pattern, text)]
     assert not bad, bad
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_suite_validates_and_states_its_runtime(path):
+    from cdlbench.config import load_suite, load_yaml
+
+    raw = load_yaml(path)
+    assert {"cpu", "gpu"} <= set(raw["expected_runtime"]) and raw.get("description"), path
+    suite = load_suite(path)
+    assert suite.cells()
