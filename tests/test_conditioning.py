@@ -142,6 +142,10 @@ def test_denoiser_and_networks_refuse_mismatched_labels():
     edm = Denoiser.wrap(MODELS.build("mlp", {"width": 16, "conditional": True, "precond": "edm"}, shape=(2,),
                                      num_classes=3))
     assert edm.num_classes == 3 and edm.x0(z, 1.0, torch.tensor([0, 1, 2, 0])).shape == (4, 2)
+    labels = torch.tensor([2, 1, 0, 2])
+    fast = d.accelerated(inference_mode=True)                  # the runner's sampling-only view
+    assert fast.num_classes == 3 and torch.equal(fast.eps(z, a, labels), d.eps(z, a, labels).detach())
+    assert not torch.equal(fast.eps(z, a, labels), fast.eps(z, a, labels.flip(0)))
 
 
 COND_SUITE = {
