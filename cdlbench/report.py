@@ -27,6 +27,7 @@ COLUMNS = {
     "mmd": ("MMD^2", ""),
     "fid": ("FID", ""),
     "kid": ("KID", ""),
+    "class_accuracy": ("class accuracy", "fraction"),
     "iterations": ("iterations", "passes or steps"),
     "nfe": ("denoiser evals", ""),
     "wall_clock": ("wall-clock", "s"),
