@@ -331,6 +331,8 @@ class Runner:
         if isinstance(ref, torch.Tensor) and tuple(ref.shape[1:]) == tuple(result.samples.shape[1:]):
             blob["data"] = ref[:keep].detach().float().cpu().numpy()
         blob.update(artifacts)
+        if "class_labels" in blob:                   # the class each saved sample was generated for
+            blob["class_labels"] = blob["class_labels"][:keep]
         safe = "".join(ch if ch.isalnum() or ch in "._=-" else "_" for ch in cell.name.replace("/", "__"))[:150]
         digest = hashlib.sha256(cell.name.encode()).hexdigest()[:8]
         folder = self.run.path / "samples"
@@ -351,9 +353,11 @@ class Runner:
         """Records and curves of one cell; `artifacts` (if given) collects arrays for save_samples."""
         records, curves = [], []
         artifacts = {} if artifacts is None else artifacts
-        context = {"denoiser": denoiser, "dataset": prep.dataset, "result": result,
-                   "labels": None if denoiser is None else self.sample_labels(denoiser, 0, result.samples.shape[0]),
+        labels = None if denoiser is None else self.sample_labels(denoiser, 0, result.samples.shape[0])
+        context = {"denoiser": denoiser, "dataset": prep.dataset, "result": result, "labels": labels,
                    "replay": lambda den, n: self.replay(cell, prep, den, n)}
+        if labels is not None:                       # saved beside the samples (save_samples)
+            artifacts["class_labels"] = labels.cpu().numpy()
 
         def rec(metric, value, unit="", higher=False, comp=None, censored=False):
             r = {"metric": metric, "value": value, "unit": unit, "higher_is_better": higher}

@@ -170,7 +170,9 @@ def test_conditional_suite_trains_and_samples_the_requested_classes(tmp_path):
     for f in (tmp_path / "run" / "samples").glob("*.npz"):
         with np.load(f) as blob:
             x = torch.from_numpy(blob["samples"])
+            saved = torch.from_numpy(blob["class_labels"])
         labels = balanced_labels(0, x.shape[0], N_CLASSES, torch.device("cpu"))
+        assert torch.equal(saved, labels)
         assert (DATASETS["8gaussians"]().classify(x) == labels).float().mean() > 0.95
 
 
