@@ -152,3 +152,16 @@ def test_mmd_unbiased_properties():
 def test_first_below_is_censored_when_never_reached():
     assert first_below([0.5, 0.2, 0.01, 0.001], 0.05) == 3
     assert first_below([0.5, 0.2], 0.05) is None
+
+
+def test_cdl_classifier_proposal_can_be_moved():
+    """mc_loc / mc_scale set the log-SNR law of the classifier's Monte-Carlo points."""
+    _, default, data, _ = _tiny_setup("cdl", mc_points=16)
+    _, moved, _, _ = _tiny_setup("cdl", mc_points=16, mc_loc=-0.5, mc_scale=3.2)
+    assert (moved.proposal.loc, moved.proposal.scale) == (-0.5, 3.2)
+    assert moved.proposal != default.proposal and moved.base.proposal == default.base.proposal
+    seen = []
+    den = Denoiser.from_eps(lambda z, a: (seen.append(a.clone()), torch.zeros_like(z))[1])
+    moved(den, data[:8], generator=torch.Generator().manual_seed(0))
+    a = seen[-1]
+    assert a.max().item() <= -0.5 + 3 * 3.2 + 1e-4

@@ -43,7 +43,8 @@ class ContrastiveDiffusionLoss:
 
     def __init__(self, base: str | dict = "itd", weight: float = 1.0, base_weight: float = 1.0,
                  samples_per_batch: int = 2, mc_points: int = 128, zeta_loc: float | None = None,
-                 zeta_scale: float | None = None, zeta_clip: float = 3.0, data_var=1.0, shape: tuple = (2,)):
+                 zeta_scale: float | None = None, zeta_clip: float = 3.0, mc_loc: float | None = None,
+                 mc_scale: float | None = None, data_var=1.0, shape: tuple = (2,)):
         from ..registry import LOSSES as registry  # late: base losses register on import
 
         base_spec = {"name": base} if isinstance(base, str) else dict(base)
@@ -52,7 +53,8 @@ class ContrastiveDiffusionLoss:
         self.base = registry.build(base_spec.pop("name"), base_spec, data_var=data_var, shape=shape)
         d = int(math.prod(shape))
         self.log_var = _log_var(data_var, d)
-        self.proposal = default_proposal(data_var, d)
+        # log-SNR law of the classifier's Monte-Carlo points: SPEC's heuristic unless mc_loc/mc_scale
+        self.proposal = default_proposal(data_var, d, loc=mc_loc, scale=mc_scale)
         zp = default_proposal(data_var, d, zeta_clip, zeta_loc, zeta_scale)
         self.zeta_law = zp
         self.weight, self.base_weight = float(weight), float(base_weight)
