@@ -111,6 +111,14 @@ AXES = {"dataset": DATASETS, "model": MODELS, "losses": LOSSES, "samplers": SAMP
 DEVICES = ("auto", "cpu", "cuda")
 
 
+def neutral_values(kind: str, name: str) -> dict:
+    """Registry metadata `neutral=` of a component ({} when none or unknown)."""
+    registry = next((r for r in REGISTRIES.values() if r.kind == kind), None)
+    if registry is None or name not in registry:
+        return {}
+    return dict(registry.entry(name).meta.get("neutral") or {})
+
+
 @dataclass(frozen=True)
 class Component:
     """A registered component with resolved parameters (defaults filled in)."""
@@ -121,8 +129,17 @@ class Component:
     explicit: tuple         # keys the suite gave
     label: str
 
+    @property
+    def keyed_params(self) -> dict:
+        """The parameters that identify this component in cache keys, derived seeds, run configs
+        and records: all of them except those at their registered neutral value (registry
+        `neutral={param: value}`: a parameter added later declares the value at which the
+        component behaves as it did before it existed, so adding it moves no existing result)."""
+        neutral = neutral_values(self.kind, self.name)
+        return {k: v for k, v in self.params.items() if not (k in neutral and neutral[k] == v)}
+
     def key(self) -> str:
-        return json.dumps({"name": self.name, **self.params}, sort_keys=True, default=str)
+        return json.dumps({"name": self.name, **self.keyed_params}, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -176,7 +193,7 @@ class Suite:
             self.datasets, self.models, enumerate(self.trains), self.losses, self.samplers, self.seeds)]
 
     def resolved(self) -> dict:
-        comp = lambda c: {"name": c.name, **c.params}  # noqa: E731
+        comp = lambda c: {"name": c.name, **c.keyed_params}  # noqa: E731
         return {"name": self.name, "version": self.version, "seeds": list(self.seeds), "device": self.device,
                 "dataset": [comp(c) for c in self.datasets], "model": [comp(c) for c in self.models],
                 "train": list(self.trains), "losses": [comp(c) for c in self.losses],

@@ -36,7 +36,7 @@ from .training import NonFiniteLoss, train
 def training_config(cell: Cell) -> dict:
     """Everything that changes the trained weights; its hash is stored with the checkpoint.
     Data, pretrained weights and init_from files enter by content (cdlbench/input_files.py)."""
-    comp = lambda c: {"name": c.name, **c.params}  # noqa: E731
+    comp = lambda c: {"name": c.name, **c.keyed_params}  # noqa: E731
     config = {"dataset": comp(cell.dataset), "model": comp(cell.model), "loss": comp(cell.loss),
               "train": dict(cell.train), "seed": cell.seed}
     files = input_digests(config)
@@ -125,7 +125,7 @@ class RunSummary:
 
 
 def _flatten_params(prefix: str, comp: Component | dict) -> dict:
-    params = comp.params if isinstance(comp, Component) else comp
+    params = comp.keyed_params if isinstance(comp, Component) else comp
     out = {}
     for k, v in params.items():
         out[f"p_{prefix}_{k}"] = v if isinstance(v, (int, float, str, bool)) or v is None else json.dumps(v)

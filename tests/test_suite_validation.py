@@ -359,3 +359,19 @@ def test_every_shipped_suite_validates_and_states_its_runtime(path):
     assert {"cpu", "gpu"} <= set(raw["expected_runtime"]) and raw.get("description"), path
     suite = load_suite(path)
     assert suite.cells()
+
+
+def test_training_keys_of_shipped_suites_do_not_move():
+    """Cache keys and derived seeds (training, initialisation, data) of the shipped suites are
+    pinned: a new parameter must declare its neutral value (registry `neutral=`) so that suites
+    which do not use it keep their checkpoints and reproduce their committed numbers."""
+    import json
+
+    from cdlbench.config import load_suite
+
+    root = Path(__file__).resolve().parent
+    golden = json.loads((root / "golden" / "training_keys.json").read_text())
+    for path, keys in golden.items():
+        suite = load_suite(root.parent / path)
+        assert sorted({c.training_key() for c in suite.cells()}) == keys, \
+            f"{path}: training keys moved (a new component parameter without a neutral value?)"

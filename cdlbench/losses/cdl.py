@@ -37,7 +37,8 @@ def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Ten
     return 0.5 * (proposal.inverse_density(a) * (mmse_zeta - mmse_clean)).mean(1)
 
 
-@LOSSES.register("cdl", nested={"base": "losses"})   # base: a loss name or mapping, validated like one
+# base: a loss name or mapping, validated like one; mc_loc/mc_scale None: SPEC's proposal (as before they existed)
+@LOSSES.register("cdl", nested={"base": "losses"}, neutral={"mc_loc": None, "mc_scale": None})
 class ContrastiveDiffusionLoss:
     """Base loss plus the noise-classifier (contrastive) loss on K samples per batch."""
 

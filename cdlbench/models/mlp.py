@@ -62,7 +62,8 @@ class ResidualMLP(nn.Module):
 
 
 @MODELS.register("mlp", constraints={"width": positive, "blocks": positive, "emb_dim": positive,
-                                     "precond": one_of(*PRECONDS), "sigma_data": positive})
+                                     "precond": one_of(*PRECONDS), "sigma_data": positive},
+                 neutral={"conditional": False})
 def mlp(width: int = 128, blocks: int = 2, emb_dim: int = 64, precond: str = "eps",
         sigma_data: float | None = None, conditional: bool = False, shape: tuple = (2,), data_var=None,
         num_classes: int = 0) -> nn.Module:

@@ -64,7 +64,7 @@ def _channels_ok(v):
 @MODELS.register("unet", constraints={"channels": _channels_ok,
                                       "blocks": lambda v: None if v >= 1 else "must be >= 1",
                                       "dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)"},
-                 data="image")
+                 data="image", neutral={"conditional": False})
 class UNet(nn.Module):
     """Small U-Net on [N, C, H, W] conditioned on continuous log-SNR; optional class labels."""
 
