@@ -18,13 +18,18 @@ def conditional_classes(conditional: bool, num_classes: int, model: str) -> int:
     return int(num_classes)
 
 
-def class_embedding(table: nn.Embedding | None, class_labels: torch.Tensor | None, n: int) -> torch.Tensor | float:
-    """The class term to add to the noise-level embedding: table(labels) [n, E], or 0 for an
-    unconditional network. Errors when labels are missing, misshapen or out of range."""
+def with_class(emb: torch.Tensor, table: nn.Embedding | None, class_labels: torch.Tensor | None) -> torch.Tensor:
+    """emb + table(labels) for a class-conditional network; emb itself (untouched) otherwise."""
+    if table is None and class_labels is None:
+        return emb
+    return emb + class_embedding(table, class_labels, emb.shape[0])
+
+
+def class_embedding(table: nn.Embedding | None, class_labels: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The class term to add to the noise-level embedding: table(labels) [n, E]. Errors when the
+    network is unconditional, or labels are missing, misshapen or out of range."""
     if table is None:
-        if class_labels is not None:
-            raise ValueError("this model is unconditional but was given class labels")
-        return 0.0
+        raise ValueError("this model is unconditional but was given class labels")
     if class_labels is None:
         raise ValueError(f"this model is class-conditional ({table.num_embeddings} classes) and needs class labels")
     if class_labels.shape != (n,):

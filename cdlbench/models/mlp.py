@@ -9,7 +9,7 @@ from torch import nn
 
 from ..constraints import one_of, positive
 from ..registry import MODELS
-from .conditioning import class_embedding, conditional_classes
+from .conditioning import conditional_classes, with_class
 from .embedding import sinusoidal_embedding
 from .precond import PRECONDS, precondition
 
@@ -54,7 +54,7 @@ class ResidualMLP(nn.Module):
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self._embed_levels(logsnr)                                         # [N, width]
-        emb = emb + class_embedding(self.class_embed, class_labels, z.shape[0])
+        emb = with_class(emb, self.class_embed, class_labels)
         h = self.inp(z.flatten(1))                                               # [N, width]
         for block in self.blocks:
             h = block(h, emb)

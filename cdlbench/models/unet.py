@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..registry import MODELS
-from .conditioning import class_embedding, conditional_classes
+from .conditioning import conditional_classes, with_class
 from .embedding import sinusoidal_embedding
 
 
@@ -112,7 +112,7 @@ class UNet(nn.Module):
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(sinusoidal_embedding(logsnr, self.emb_dim))                # [N, E]
-        emb = emb + class_embedding(self.class_embed, class_labels, z.shape[0])
+        emb = with_class(emb, self.class_embed, class_labels)
         h = self.inp(z)
         hs = [h]
         blocks = iter(self.down)
