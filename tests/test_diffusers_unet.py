@@ -128,6 +128,8 @@ def test_class_conditional_checkpoint(cond_folder, folder):
     assert torch.equal(via_denoiser, out1)
     with pytest.raises(ValueError, match="needs class labels"):
         model(z, a)
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):          # a label the embedding table lacks
+        model(z, a, class_labels=torch.tensor([0, 1, 3]))
     with pytest.raises(ValueError, match=re.escape(str(cond_folder)) + r".*3 classes.*has 5"):
         DiffusersUNet(str(cond_folder), shape=SHAPE, num_classes=5)
     uncond = DiffusersUNet(str(folder), shape=SHAPE)

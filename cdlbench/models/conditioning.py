@@ -25,17 +25,28 @@ def with_class(emb: torch.Tensor, table: nn.Embedding | None, class_labels: torc
     return emb + class_embedding(table, class_labels, emb.shape[0])
 
 
-def class_embedding(table: nn.Embedding | None, class_labels: torch.Tensor | None, n: int) -> torch.Tensor:
-    """The class term to add to the noise-level embedding: table(labels) [n, E]. Errors when the
-    network is unconditional, or labels are missing, misshapen or out of range."""
-    if table is None:
-        raise ValueError("this model is unconditional but was given class labels")
+def checked_labels(num_classes: int, class_labels: torch.Tensor | None, n: int,
+                   model: str = "this model") -> torch.Tensor | None:
+    """class_labels as int64 [n] for a network with num_classes classes (None for an unconditional
+    one). Errors when labels are given to an unconditional network, or are missing, misshapen or
+    out of range for a conditional one."""
+    if not num_classes:
+        if class_labels is not None:
+            raise ValueError(f"{model} is unconditional but was given class labels")
+        return None
     if class_labels is None:
-        raise ValueError(f"this model is class-conditional ({table.num_embeddings} classes) and needs class labels")
+        raise ValueError(f"{model} is class-conditional ({num_classes} classes) and needs class labels")
     if class_labels.shape != (n,):
         raise ValueError(f"class labels must have shape ({n},), got {tuple(class_labels.shape)}")
     labels = class_labels.long()
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= table.num_embeddings):
-        raise ValueError(f"class labels must be in [0, {table.num_embeddings}), got "
-                         f"{int(labels.min())}..{int(labels.max())}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"class labels must be in [0, {num_classes}), got {int(labels.min())}..{int(labels.max())}")
+    return labels
+
+
+def class_embedding(table: nn.Embedding | None, class_labels: torch.Tensor | None, n: int) -> torch.Tensor:
+    """The class term to add to the noise-level embedding: table(labels) [n, E] (checked_labels' errors)."""
+    labels = checked_labels(table.num_embeddings if table is not None else 0, class_labels, n)
+    if labels is None:
+        raise ValueError("this model is unconditional but was given class labels")
     return table(labels)

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import MODELS
+from .conditioning import checked_labels
 
 HOW_TO = ("model 'diffusers-unet' loads a local copy of a pretrained UNet2DModel: download it once on a machine "
           "with internet (e.g. `python -c \"from diffusers import UNet2DModel; UNet2DModel.from_pretrained("
@@ -149,13 +150,9 @@ class DiffusersUNet(nn.Module):
         self.register_buffer("grid", ddpm_logsnr(num_train_steps).float(), persistent=False)
 
     def forward(self, z: torch.Tensor, logsnr: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
-        if self.num_classes and class_labels is None:
-            raise ValueError(f"{self.path}: the model is conditional on {self.num_classes} classes and needs "
-                             f"class labels (class_labels=, int64 [N])")
-        if not self.num_classes and class_labels is not None:
-            raise ValueError(f"{self.path}: the model is unconditional; it takes no class labels")
+        labels = checked_labels(self.num_classes, class_labels, z.shape[0], f"{self.path}: the model")
         a = torch.as_tensor(logsnr, dtype=torch.float32, device=z.device)
         t = fractional_timestep(a.expand(z.shape[0]) if a.ndim == 0 else a.reshape(z.shape[0]), self.grid)
-        if class_labels is None:
+        if labels is None:
             return self.net(z, t).sample
-        return self.net(z, t, class_labels=class_labels.long()).sample
+        return self.net(z, t, class_labels=labels).sample
