@@ -3,7 +3,8 @@
 Picard iteration on the whole trajectory X[0..T] (X[0] = x_T): over the window [b, e),
     delta_j = mean_step(X[j], t_j) - X[j]             (all j in one batched denoiser call)
     X_new[j+1] = X[b] + sum_{i=b..j} (delta_i + n_i)   (n_i: pre-sampled noise of step i)
-    err_j = ||X_new[j+1] - X[j+1]||^2 / (d var_{j+1})   (per sample; last step never converged alone)
+    err_j = ||X_new[j+1] - X[j+1]||^2 / (d var_{j+1})   (var_{j+1}: noise variance of the next step;
+                                                       var_T = 0: the last state never converges alone)
 The window start moves past the first index where any sample has err > tol^2 (by 1..p);
 newly exposed slots start from the last state. With tol -> 0 this is sequential sampling.
 """
@@ -26,7 +27,7 @@ def picard_step(X: torch.Tensor, b: int, e: int, drift_fn, step_noise: torch.Ten
     """One Picard pass over window [b, e), updating X[b+1..e] in place.
 
     X [T+1, N, *shape]; drift_fn(xs, b, e) -> delta [e-b, N, *shape]; step_noise [T, N, *shape]
-    (already scaled); tol_var [T] (variance used to scale the error of step j's output).
+    (already scaled); tol_var [T] (tol_var[j] scales the error of step j's output X[j+1]).
     Returns (number of leading converged positions + 1, clipped to the window; max error).
     """
     delta = drift_fn(X[b:e], b, e) + step_noise[b:e]
@@ -67,7 +68,10 @@ def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | N
         step_noise = var.sqrt().reshape(T, *([1] * x_T.ndim)) * xi
     else:                                            # ODE drift: no noise in the sums
         step_noise = x_T.new_zeros((T, *x_T.shape))
-    tol_var = grid.posterior_var                    # error scale; 0 on the last step
+    # error scale of output X[j+1]: the variance of the noise the *next* step j+1 adds (ParaDiGMS,
+    # Shih et al. 2023, Algorithm 1; docs/method.md section 4); 0 past the last step, so the final
+    # state never counts as converged on its own
+    tol_var = torch.cat([grid.posterior_var[1:], grid.posterior_var.new_zeros(1)])
     n = x_T.shape[0]
 
     def drift_fn(xs: torch.Tensor, b: int, e: int) -> torch.Tensor:
