@@ -7,7 +7,7 @@ import torch
 
 from cdlbench import DATASETS, SAMPLERS
 from cdlbench.metrics.mmd import mmd2_unbiased
-from cdlbench.training import train
+from cdlbench.run.training import train
 
 from .common import build_loss, build_model, generator, wrap
 

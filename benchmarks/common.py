@@ -9,7 +9,7 @@ import os
 
 import torch
 
-import cdlbench.components  # noqa: F401  (registers the built-in components)
+import cdlbench.registry; cdlbench.registry.load_components()  # noqa: F401  (registers the built-in components)
 from cdlbench import LOSSES, MODELS, SAMPLERS, Denoiser
 
 # One intra-op thread by default: on a shared or small machine, several threads per benchmark

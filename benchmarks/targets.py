@@ -61,7 +61,7 @@ def median_ratio(times: dict, num: str, den: str) -> float:
 # ------------------------------------------------------------------ 1. training steps
 def training_step_ratios(reps: int, number: int = 10) -> dict:
     """CDL / DDPM step and looped-CDL / CDL step (forward, backward, Adam) at batch 128."""
-    from cdlbench.losses.cdl_reference import classifier_logit_loop, looped_like   # newer than asv's history
+    from benchmarks.cdl_looped import classifier_logit_loop, looped_like   # newer than asv's history
     x = dino_batch(128, seed=1)
     data_var = torch.ones(2)
     net = build_model(DINO_MODEL)

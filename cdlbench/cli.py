@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .config import SuiteError, load_suite
+from .suite import SuiteError, load_suite
 from .registry import REGISTRIES
 
 
@@ -43,7 +43,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, quiet):
         s = load_suite(suite, seeds=_parse_seeds(seeds))
     except SuiteError as exc:
         _fail_usage(str(exc))
-    from .runner import Runner, planned_work
+    from .run.runner import Runner, planned_work
 
     if dry_run:
         from tabulate import tabulate
@@ -57,7 +57,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, quiet):
         runner = Runner(s, out, device=device, use_cache=not no_cache, progress=not quiet)
     except RuntimeError as exc:
         _fail_usage(str(exc))
-    from .runner import RunDirMismatch, RunLocked
+    from .run.runner import RunDirMismatch, RunLocked
 
     try:
         summary = runner.execute()
@@ -82,7 +82,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, quiet):
 def report(run_dirs, fmt, baseline, plots):
     """Paper-style tables (mean +- std over seeds) from RUN_DIRS (default: newest under results/)."""
     from . import report as rep
-    from .results import newest_run
+    from .run.rundir import newest_run
 
     dirs = list(run_dirs)
     if not dirs:

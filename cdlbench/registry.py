@@ -137,13 +137,20 @@ REGISTRIES = {"datasets": DATASETS, "models": MODELS, "losses": LOSSES,
 _plugins_loaded = False
 
 
-def _load_plugins() -> None:
-    """Import third-party components declared in the entry-point group `cdlbench.plugins`."""
+COMPONENT_PACKAGES = ("datasets", "models", "losses", "samplers", "metrics")
+
+
+def load_components() -> None:
+    """Import the built-in component packages (each kind's __init__ imports its own files, whose
+    decorators register them), then third-party components of the entry-point group
+    `cdlbench.plugins`. Called on the first registry lookup."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
-    import cdlbench.components  # noqa: F401  (built-in components register on import)
-
+    from . import datasets, losses, metrics, models, samplers  # noqa: F401  (COMPONENT_PACKAGES)
     for ep in metadata.entry_points(group="cdlbench.plugins"):
         ep.load()
+
+
+_load_plugins = load_components

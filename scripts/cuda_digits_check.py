@@ -58,8 +58,8 @@ def main(argv=None) -> int:
             print("no CUDA device visible to torch", file=sys.stderr)
             return 1
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
-    from cdlbench.config import parse_suite
-    from cdlbench.runner import Runner
+    from cdlbench.suite import parse_suite
+    from cdlbench.run.runner import Runner
 
     suite = parse_suite(derived_suite(args.device, args.quick), file="digits-cuda-check")
     summary = Runner(suite, args.out, device=args.device, progress=False).execute()

@@ -17,8 +17,8 @@ import yaml
 diffusers = pytest.importorskip("diffusers")
 PIL = pytest.importorskip("PIL.Image")
 
-from cdlbench.config import parse_suite  # noqa: E402
-from cdlbench.runner import Runner  # noqa: E402
+from cdlbench.suite import parse_suite  # noqa: E402
+from cdlbench.run.runner import Runner  # noqa: E402
 
 
 def _cifar_like_zip(path, n=12, seed=0):

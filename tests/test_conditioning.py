@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from cdlbench import DATASETS, LOSSES, SAMPLERS, Denoiser
-from cdlbench.config import SuiteError, parse_suite
+from cdlbench.suite import SuiteError, parse_suite
 from cdlbench.diffusion import default_proposal, log_likelihood
 from cdlbench.losses.cdl import classifier_logit
-from cdlbench.runner import Runner, balanced_labels
+from cdlbench.run.runner import Runner, balanced_labels
 
 N_CLASSES = 8
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from cdlbench.config import parse_suite
+from cdlbench.suite import parse_suite
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "cuda_digits_check.py"
 spec = importlib.util.spec_from_file_location("cuda_digits_check", SCRIPT)

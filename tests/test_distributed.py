@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cdlbench.distributed import World, batch_bounds, per_sample_inputs, sharded_sample
+from cdlbench.run.distributed import World, batch_bounds, per_sample_inputs, sharded_sample
 from cdlbench.samplers.base import SampleResult
 
 SUITE = """

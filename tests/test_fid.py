@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cdlbench.datasets.digits import digits_tensors
-from cdlbench.metrics import digits_classifier as dc
+from cdlbench.models import digits_classifier as dc
 from cdlbench.metrics.features import (INSTALL_HINT, WEIGHTS_ENV, MissingWeightsError, resolve_inception_weights)
 
 
@@ -134,8 +134,8 @@ def test_digits_extractor_is_registered_in_torch_fidelity(cache_dir):
 
 def test_runner_refuses_to_start_without_fid_requirements(tmp_path, monkeypatch):
     """Before any training: the extra (or the Inception weights) missing is one clear error."""
-    from cdlbench.config import parse_suite
-    from cdlbench.runner import Runner
+    from cdlbench.suite import parse_suite
+    from cdlbench.run.runner import Runner
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cdlbench.config import parse_suite, load_suite
+from cdlbench.suite import parse_suite, load_suite
 from cdlbench.datasets.digits import Digits, digits_tensors
 from cdlbench.datasets.images import ImageFolder, ImageSetError, read_image_set
 from cdlbench.denoiser import Denoiser
@@ -163,7 +163,7 @@ def test_image_suites_parse(tmp_path):
 
 
 def test_fid_needs_images():
-    from cdlbench.config import SuiteError
+    from cdlbench.suite import SuiteError
 
     spec = {"name": "x", "dataset": {"name": "dino"}, "model": {"name": "mlp"}, "losses": {"name": "ddpm"},
             "samplers": {"name": "ddpm"}, "metrics": {"name": "fid"}}
@@ -174,7 +174,7 @@ def test_fid_needs_images():
 @pytest.mark.slow
 def test_digits_runner_end_to_end(tmp_path):
     """Train a tiny U-Net on digits, sample with sequential DDPM and Picard, measure MMD on pixels."""
-    from cdlbench.runner import Runner
+    from cdlbench.run.runner import Runner
 
     spec = {"name": "digits-e2e", "seeds": [0], "device": "cpu", "dataset": {"name": "digits"},
             "model": {"name": "unet", "channels": [8, 16]},
@@ -199,8 +199,8 @@ def test_digits_runner_end_to_end(tmp_path):
 
 
 def test_init_from_loads_weights_and_names_bad_files(tmp_path):
-    from cdlbench.config import SuiteError
-    from cdlbench.init_from import load_init_weights
+    from cdlbench.suite import SuiteError
+    from cdlbench.run.init_from import load_init_weights
 
     torch.manual_seed(0)
     src = UNet(channels=[8, 16], shape=(1, 8, 8))

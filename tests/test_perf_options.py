@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
-import cdlbench.components  # noqa: F401
+import cdlbench.registry; cdlbench.registry.load_components()  # noqa: F401
 from cdlbench import LOSSES, MODELS, SAMPLERS, Denoiser
-from cdlbench.losses.cdl_reference import looped_like
+from benchmarks.cdl_looped import looped_like
 from cdlbench.samplers.picard import picard_step
 
 

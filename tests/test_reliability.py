@@ -22,12 +22,12 @@ import yaml
 from click.testing import CliRunner
 
 import fault_components
-from cdlbench.checkpoints import CheckpointInvalid, config_hash, load_checkpoint, save_checkpoint
+from cdlbench.run.checkpoints import CheckpointInvalid, config_hash, load_checkpoint, save_checkpoint
 from cdlbench.cli import cli
-from cdlbench.config import parse_suite
-from cdlbench.lock import RunLock, RunLocked
-from cdlbench.results import RunDir, read_jsonl
-from cdlbench.runner import Runner, RunDirMismatch
+from cdlbench.suite import parse_suite
+from cdlbench.run.lock import RunLock, RunLocked
+from cdlbench.run.rundir import RunDir, read_jsonl
+from cdlbench.run.runner import Runner, RunDirMismatch
 
 TESTS = Path(__file__).resolve().parent
 TIMING = {"wall_clock", "train_seconds"}

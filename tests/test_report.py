@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from cdlbench import report
-from cdlbench.baselines import Baseline, compare_metric, crossed_settings, load_baselines, verdict
+from cdlbench.report.baselines import Baseline, compare_metric, crossed_settings, load_baselines, verdict
 from cdlbench.cli import cli
-from cdlbench.results import append_jsonl
+from cdlbench.run.rundir import append_jsonl
 
 GOLDEN = Path(__file__).parent / "golden" / "report_markdown.md"
 PAPER = Path(__file__).parents[1] / "baselines" / "paper.yaml"
@@ -187,7 +187,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def test_plots_are_written_with_expected_size(run_dir, tmp_path):
-    from cdlbench import plots
+    from cdlbench.report import plots
 
     out = tmp_path / "plots"
     written = plots.write_all([run_dir], report.load([run_dir]), report.load_curves([run_dir]), out)
@@ -223,7 +223,7 @@ def test_sweep_figures_need_a_sweep(tmp_path):
     """Figure 5 needs >= 2 NFE values per line, Figure 6 >= 2 S_churn values; one line per setting."""
     import pandas as pd
 
-    from cdlbench import plots
+    from cdlbench.report import plots
 
     rows = []
     for loss in ("edm", "cdl"):

@@ -230,7 +230,7 @@ def test_cdl_with_edm_base_trains_through_precond():
 def test_edm_training_learns_two_modes():
     """EDM training of the preconditioned MLP on two well separated modes lowers the EDM loss
     markedly (the untrained network already is the best Gaussian denoiser, through c_skip)."""
-    from cdlbench.training import train
+    from cdlbench.run.training import train
 
     torch.manual_seed(0)
     data_law = GaussianMixture([[-1.0, 0.0], [1.0, 0.0]], 0.01)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cdlbench.config import load_yaml, parse_suite
+from cdlbench.suite import load_yaml, parse_suite
 from cdlbench.report import load, render
-from cdlbench.report_sweeps import churn_table, nfe_table
-from cdlbench.runner import Runner
+from cdlbench.report.sweeps import churn_table, nfe_table
+from cdlbench.run.runner import Runner
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 

@@ -14,10 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cdlbench.cli import cli
-from cdlbench.config import Suite, SuiteError, load_suite
+from cdlbench.suite import Suite, SuiteError, load_suite
 from cdlbench.registry import METRICS, MODELS, SAMPLERS
 import fault_components
-from cdlbench.runner import planned_work
+from cdlbench.run.runner import planned_work
 
 GOOD = {**fault_components.TINY_SUITE, "seeds": [0]}
 
@@ -353,7 +353,7 @@ def test_package_uses_only_safe_loaders():
 
 @pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_suite_validates_and_states_its_runtime(path):
-    from cdlbench.config import load_suite, load_yaml
+    from cdlbench.suite import load_suite, load_yaml
 
     raw = load_yaml(path)
     assert {"cpu", "gpu"} <= set(raw["expected_runtime"]) and raw.get("description"), path
@@ -367,7 +367,7 @@ def test_training_keys_of_shipped_suites_do_not_move():
     which do not use it keep their checkpoints and reproduce their committed numbers."""
     import json
 
-    from cdlbench.config import load_suite
+    from cdlbench.suite import load_suite
 
     root = Path(__file__).resolve().parent
     golden = json.loads((root / "golden" / "training_keys.json").read_text())

@@ -83,8 +83,8 @@ class Digits(FiniteImageSet):
 
     def classify(self, x: torch.Tensor, cache_dir=None) -> torch.Tensor:
         """The digit each image [N, 1, R, R] in [-1, 1] shows, by the cached digits CNN
-        (trained on the train split; metrics/digits_classifier.py), as uint8 pixels like FID sees them."""
-        from ..metrics.digits_classifier import DigitsCNN, load_digits_classifier, to_uint8
+        (trained on the train split; models/digits_classifier.py), as uint8 pixels like FID sees them."""
+        from ..models.digits_classifier import DigitsCNN, load_digits_classifier, to_uint8
 
         net = load_digits_classifier(cache_dir)          # trains (with gradients) when not cached
         with torch.no_grad():

@@ -1,1 +1,2 @@
-"""Built-in components; one algorithm per file."""
+"""Training losses, one per file; importing this package registers them."""
+from . import cdl, ddpm, edm, itd  # noqa: F401

@@ -1,1 +1,2 @@
-"""Built-in components; one algorithm per file."""
+"""Metrics, one per file; importing this package registers them."""
+from . import class_accuracy, fid, kid, mmd, score_error  # noqa: F401

@@ -4,7 +4,7 @@ conditional generative models, e.g. Ravuri and Vinyals 2019). 1.0 means every sa
 class; chance is about 1/C.
 
 Classifiers come from the dataset (`dataset.classify(x)`): the Bayes classifier of a Gaussian
-mixture (class = component), the cached digits CNN (metrics/digits_classifier.py) for `digits`."""
+mixture (class = component), the cached digits CNN (models/digits_classifier.py) for `digits`."""
 from __future__ import annotations
 
 import inspect

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .digits_classifier import default_cache_dir, to_uint8
+from ..models.digits_classifier import default_cache_dir, to_uint8
 
 INCEPTION = "inception-v3-compat"
 DIGITS = "digits-classifier"
@@ -88,7 +88,7 @@ def extractor_kwargs(extractor: str, weights: str | None, cache_dir: Path) -> di
     if extractor == INCEPTION:
         return {"feature_extractor_weights_path": str(resolve_inception_weights(weights))}
     if extractor == DIGITS:
-        from .digits_classifier import classifier_path, load_digits_classifier
+        from ..models.digits_classifier import classifier_path, load_digits_classifier
         load_digits_classifier(cache_dir)                       # train and cache once
         return {"feature_extractor_weights_path": str(classifier_path(cache_dir))}
     raise ValueError(f"extractor must be one of {', '.join(EXTRACTORS)}, got {extractor!r}")
@@ -143,7 +143,7 @@ def _digest(pixels: torch.Tensor) -> str:
 def extractor_id(extractor: str, weights: str | None = None) -> str:
     """The extractor's name plus the identity of its weights (cache keys change when they do)."""
     if extractor == DIGITS:
-        from .digits_classifier import recipe_hash
+        from ..models.digits_classifier import recipe_hash
         return f"{DIGITS}-{recipe_hash()}"
     path = resolve_inception_weights(weights)
     size, mtime = _file_stamp(str(path))

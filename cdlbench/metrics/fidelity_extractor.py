@@ -7,7 +7,7 @@ import torch
 import torch_fidelity
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
-from .digits_classifier import DigitsCNN, load_classifier_file
+from ..models.digits_classifier import DigitsCNN, load_classifier_file
 
 NAME = "digits-classifier"
 

@@ -1,1 +1,2 @@
-"""Built-in components; one algorithm per file."""
+"""Samplers, one per file; importing this package registers them."""
+from . import ddim, ddpm, euler, heun, picard  # noqa: F401

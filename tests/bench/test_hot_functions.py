@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-import cdlbench.components  # noqa: F401
+import cdlbench.registry; cdlbench.registry.load_components()  # noqa: F401
 from cdlbench import LOSSES, MODELS, Denoiser
 from cdlbench.diffusion import log_likelihood
-from cdlbench.losses.cdl_reference import looped_like
+from benchmarks.cdl_looped import looped_like
 from cdlbench.metrics.mmd import _kernel_sum, _sq_dists
 from cdlbench.samplers.ddpm_grid import ddpm_grid
 from cdlbench.samplers.picard import picard_step

@@ -155,7 +155,7 @@ def churn_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
 def sweep_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) for every applicable sweep and quality metric."""
     out = []
-    from .report import header                      # late: report imports this module
+    from .tables import header                      # late: report imports this module
 
     for metric in quality_metrics(df):
         name = header(metric)
@@ -170,7 +170,7 @@ def sweep_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 def sweep_sections(df: pd.DataFrame, fmt: str) -> list[str]:
     """The sweep tables as report sections in fmt (markdown, latex or html)."""
-    from .report import _bold, _escape, _tabulate        # late: report imports this module
+    from .tables import _bold, _escape, _tabulate        # late: report imports this module
 
     out = []
     for title, table in sweep_tables(df):

@@ -19,8 +19,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from .baselines import compare_metric, load_baselines
-from .report_sweeps import sweep_sections
-from .results import RunDir
+from .sweeps import sweep_sections
+from ..run.rundir import RunDir
 
 # metric -> (column header, unit shown in the header); order = column order
 COLUMNS = {

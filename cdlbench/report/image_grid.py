@@ -1,6 +1,6 @@
 """Sample grids: images in [-1, 1] [N, C, H, W] tiled into one PNG (for a look at samples).
 
-    python -m cdlbench.image_grid RUN_DIR/samples/<cell>.npz grid.png [--scale 4]"""
+    python -m cdlbench.report.image_grid RUN_DIR/samples/<cell>.npz grid.png [--scale 4]"""
 from __future__ import annotations
 
 import argparse

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .denoiser import Denoiser
+from ..denoiser import Denoiser
 
 
 class NonFiniteLoss(RuntimeError):

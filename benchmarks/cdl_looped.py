@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.itd import itd_integrand, nll_from_integrand, noisy_inputs
-from .base import LossOutput
-from .cdl import ContrastiveDiffusionLoss
+from cdlbench.diffusion.itd import itd_integrand, nll_from_integrand, noisy_inputs
+from cdlbench.losses.base import LossOutput
+from cdlbench.losses.cdl import ContrastiveDiffusionLoss
 
 
 def log_density_one(denoiser, y: torch.Tensor, a: torch.Tensor, eps: torch.Tensor, proposal, log_var,

@@ -27,7 +27,7 @@ def device_name(device: torch.device) -> str:
 
 
 def environment(device: torch.device) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {"env_cdlbench": __version__, "env_git_sha": git_sha(), "env_torch": torch.__version__,
             "env_numpy": numpy.__version__, "env_python": platform.python_version(),

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .results import RunDir
-from .seeding import derived_seed
+from .rundir import RunDir
+from ..seeding import derived_seed
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def sharded_sample(run_batch, n: int, batch: int, shape: tuple, steps: int | Non
     Reported per batch, as for one run of the sampler: iterations and nfe are means over batches
     (rounded; equal to the one-batch numbers when n <= batch), converged = all batches,
     wall_s = the slowest rank's total sampling time."""
-    from .samplers.base import SampleResult
+    from ..samplers.base import SampleResult
 
     bounds = batch_bounds(n, batch)
     mine = range(world.rank, len(bounds), world.size)

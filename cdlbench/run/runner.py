@@ -17,19 +17,19 @@ from pathlib import Path
 import torch
 import yaml
 
-from .config import Cell, Component, Suite
-from .denoiser import Denoiser
+from ..suite.schema import Cell, Component, Suite
+from ..denoiser import Denoiser
 from .init_from import load_init_weights
 from .input_files import input_digests
 from .distributed import FollowerRunDir, init_from_env, local_device, main_first, sample_batch_size, sharded_sample
-from .diffusion.schedules import strided_timesteps  # noqa: F401  (re-exported for plugins)
+from ..diffusion.schedules import strided_timesteps  # noqa: F401  (re-exported for plugins)
 from .env import environment, resolve_device
-from .metrics.convergence import first_below
-from .registry import DATASETS, LOSSES, METRICS, MODELS, SAMPLERS
+from ..metrics.convergence import first_below
+from ..registry import DATASETS, LOSSES, METRICS, MODELS, SAMPLERS
 from .checkpoints import CACHE_FORMAT, CheckpointInvalid, load_checkpoint, save_checkpoint  # noqa: F401
 from .lock import RunLock, RunLocked  # noqa: F401
-from .results import RunDir, append_jsonl
-from .seeding import derived_seed, make_generator  # noqa: F401  (re-exported)
+from .rundir import RunDir, append_jsonl
+from ..seeding import derived_seed, make_generator  # noqa: F401  (re-exported)
 from .training import NonFiniteLoss, train
 
 
