@@ -46,7 +46,8 @@ class Entry:
     obj: Callable
     doc: str
     constraints: dict[str, Callable[[Any], str | None]] = field(default_factory=dict)
-    meta: dict[str, Any] = field(default_factory=dict)
+    spec: Any = None                 # the kind's spec (cdlbench/specs.py): what the component is
+    neutral: dict[str, Any] = field(default_factory=dict)
 
     def parameters(self) -> list[Parameter]:
         """The parameters a suite may set (runtime and context arguments excluded)."""
@@ -77,18 +78,45 @@ class Registry:
         self.kind = kind
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, *, constraints: dict | None = None, **meta):
-        """Decorator: `@SAMPLERS.register("picard")`."""
+    def register(self, name: str, *, spec=None, constraints: dict | None = None, neutral: dict | None = None):
+        """Decorator: `@SAMPLERS.register("picard", spec=SamplerSpec(...))`. `spec` declares what
+        the component is (cdlbench/specs.py; default: the kind's default spec); `constraints`
+        {param: check(value) -> problem or None}; `neutral` {param: value at which the component
+        behaves as before the parameter existed} (left out of keys and records)."""
+        from .specs import SPEC_TYPES
+
+        spec_type = SPEC_TYPES.get(self.kind)          # a registry of another kind declares no spec
+        spec = spec_type() if spec is None and spec_type else spec
+        if spec_type and not isinstance(spec, spec_type):
+            raise TypeError(f"{self.kind} {name!r}: spec must be a {spec_type.__name__}, got {type(spec).__name__}")
 
         def decorate(obj):
             if name in self._entries and self._entries[name].obj is not obj:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             doc = inspect.getdoc(obj) or ""
+            params = {p.name for p in Entry(name, obj, "").parameters()}
+            for key in list(constraints or {}) + list(neutral or {}):
+                if key not in params:
+                    raise TypeError(f"{self.kind} {name!r}: constraint or neutral value for unknown parameter {key!r}; "
+                                    f"parameters: {', '.join(sorted(params)) or '(none)'}")
             self._entries[name] = Entry(name, obj, doc.split("\n\n")[0].replace("\n", " "),
-                                        dict(constraints or {}), meta)
+                                        dict(constraints or {}), spec, dict(neutral or {}))
             return obj
 
         return decorate
+
+    def unregister(self, name: str) -> None:
+        """Remove a component (tests and plugins that register temporarily)."""
+        self._entries.pop(name, None)
+
+    def spec(self, name: str, default=None):
+        """The spec of a registered component; `default` (else the kind's default spec) for a
+        name not registered here (e.g. a plugin absent when a report is read)."""
+        from .specs import SPEC_TYPES
+
+        if name in self:
+            return self.entry(name).spec
+        return default if default is not None else SPEC_TYPES[self.kind]()
 
     def entry(self, name: str) -> Entry:
         _load_plugins()

@@ -15,6 +15,7 @@ from cdlbench.losses.base import LossOutput
 from cdlbench.models.mlp import mlp
 from cdlbench.registry import LOSSES, MODELS, SAMPLERS
 from cdlbench.samplers.ddpm import ddpm_sample
+from cdlbench.specs import SamplerSpec
 
 
 class NaNLoss:
@@ -60,19 +61,25 @@ def memory_bound_mlp(width: int = 16, blocks: int = 1, max_batch: int = 300, sha
     return _MemoryBound(mlp(width=width, blocks=blocks, shape=shape, data_var=data_var), max_batch)
 
 
-_COMPONENTS = [(LOSSES, "nan_loss", NaNLoss), (SAMPLERS, "boom", boom_sample), (SAMPLERS, "slow_ddpm", slow_sample),
-               (SAMPLERS, "always_oom", always_oom_sample), (MODELS, "memory_bound_mlp", memory_bound_mlp)]
+_COMPONENTS = [
+    (LOSSES, "nan_loss", NaNLoss, None),
+    (SAMPLERS, "boom", boom_sample, SamplerSpec(grid="ddpm", conditional=False)),
+    (SAMPLERS, "slow_ddpm", slow_sample, SamplerSpec(grid="ddpm", noise="per_step", stochastic=True, conditional=False,
+                                                     nfe=lambda p: (p["steps"], False))),
+    (SAMPLERS, "always_oom", always_oom_sample, SamplerSpec(grid="ddpm", chunk_param="chunk_size", conditional=False,
+                                                            points_per_call=lambda p, n: n * p["steps"])),
+    (MODELS, "memory_bound_mlp", memory_bound_mlp, None)]
 
 
 def register() -> None:
-    for registry, name, obj in _COMPONENTS:
+    for registry, name, obj, spec in _COMPONENTS:
         registry.names()                       # built-ins first
-        registry.register(name, grid="ddpm")(obj)
+        registry.register(name, spec=spec)(obj)
 
 
 def unregister() -> None:
-    for registry, name, _ in _COMPONENTS:
-        registry._entries.pop(name, None)
+    for registry, name, _, _ in _COMPONENTS:
+        registry.unregister(name)
 
 
 # A tiny valid suite (2 seeds x 2 losses x 2 samplers, seconds on CPU) shared by the

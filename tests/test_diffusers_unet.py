@@ -84,9 +84,9 @@ def test_registry_build_and_errors(folder, tmp_path):
     model = MODELS.build("diffusers-unet", {"path": str(folder)}, shape=SHAPE, data_var=torch.tensor(0.3),
                          num_classes=10)   # a labelled data set does not make an unconditional checkpoint fail
     assert isinstance(model, DiffusersUNet) and model.num_classes == 0
-    assert MODELS.entry("diffusers-unet").meta["data"] == "image"
-    assert MODELS.entry("diffusers-unet").meta["conditional"]({"path": str(folder)}) is False
-    assert MODELS.entry("diffusers-unet").meta["conditional"]({"path": str(tmp_path / "nope")}) is None
+    assert MODELS.entry("diffusers-unet").spec.data == "images"
+    assert MODELS.entry("diffusers-unet").spec.conditional({"path": str(folder)}) is False
+    assert MODELS.entry("diffusers-unet").spec.conditional({"path": str(tmp_path / "nope")}) is None
     with pytest.raises(ValueError, match=re.escape(str(folder)) + r".*expects images \(3, 8, 8\).*\(1, 8, 8\)"):
         DiffusersUNet(str(folder), shape=(1, 8, 8))
     with pytest.raises(ValueError, match=re.escape(str(folder))):
@@ -115,7 +115,7 @@ def test_pipeline_folder_and_scheduler_check(folder, tmp_path):
 def test_class_conditional_checkpoint(cond_folder, folder):
     model = MODELS.build("diffusers-unet", {"path": str(cond_folder)}, shape=SHAPE, num_classes=3).eval()
     assert model.num_classes == 3
-    assert MODELS.entry("diffusers-unet").meta["conditional"]({"path": str(cond_folder)}) is True
+    assert MODELS.entry("diffusers-unet").spec.conditional({"path": str(cond_folder)}) is True
     z = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(3))
     a = torch.tensor([-2.0, 0.0, 3.0])
     with torch.no_grad():

@@ -45,7 +45,7 @@ def test_digits_upsampling_repeats_pixels():
 
 def test_digits_registered_as_image_set():
     assert DATASETS["digits"].is_image and DATASETS["images"].is_image
-    assert METRICS.entry("fid").meta["needs_image"] and METRICS.entry("kid").meta["needs_image"]
+    assert "images" in METRICS.entry("fid").spec.needs and "images" in METRICS.entry("kid").spec.needs
 
 
 # ---------------------------------------------------------------- images: folder, npz, zip
@@ -151,7 +151,7 @@ def test_unet_shapes_conditioning_and_denoiser_views():
     assert rgb(torch.randn(2, 3, 32, 32), torch.zeros(2)).shape == (2, 3, 32, 32)
     with pytest.raises(ValueError, match="divisible by 4"):
         UNet(channels=[8, 8, 8], shape=(1, 6, 6))
-    assert MODELS.entry("unet").meta["data"] == "image"
+    assert MODELS.entry("unet").spec.data == "images"
 
 
 # ---------------------------------------------------------------- suites and the runner

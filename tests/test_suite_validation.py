@@ -7,6 +7,8 @@ import copy
 from pathlib import Path
 
 import pytest
+
+from cdlbench.specs import MetricSpec, ModelSpec, SamplerSpec
 import torch
 import yaml
 from click.testing import CliRunner
@@ -62,17 +64,17 @@ def _grid_sampler(denoiser, x_T, *, generator=None, drift: str = "ddpm", schedul
 
 @pytest.fixture
 def fake_components():
-    added = [(METRICS, "fake_fid", _FakeImageMetric, {"needs_image": True}),
-             (MODELS, "cond_net", _cond_model, {}),
+    added = [(METRICS, "fake_fid", _FakeImageMetric, MetricSpec(needs=("images",))),
+             (MODELS, "cond_net", _cond_model, ModelSpec(conditional=lambda p: bool(p["conditional"]))),
              (SAMPLERS, "gridded", _grid_sampler,
-              {"param_grids": {"drift": {"ddpm": "ddpm", "ddim": "ddpm", "heun": "sigma"},
-                               "schedule": {"ddpm": "ddpm", "karras": "sigma"}}})]
-    for registry, name, obj, meta in added:
+              SamplerSpec(param_grids={"drift": {"ddpm": "ddpm", "ddim": "ddpm", "heun": "sigma"},
+                                       "schedule": {"ddpm": "ddpm", "karras": "sigma"}}))]
+    for registry, name, obj, spec in added:
         registry.names()
-        registry.register(name, **meta)(obj)
+        registry.register(name, spec=spec)(obj)
     yield
     for registry, name, _, _ in added:
-        registry._entries.pop(name, None)
+        registry.unregister(name)
 
 
 def _component(axis, spec):

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
+from ..specs import DatasetSpec
 from .base import FiniteImageSet
 
 SPLITS = ("train", "test", "all")
@@ -64,7 +65,8 @@ def _resolution_ok(v):
     return None if isinstance(v, int) and v >= 8 and v % 8 == 0 else "must be a multiple of 8 (8, 16, 32, ...)"
 
 
-@DATASETS.register("digits", constraints={"split": _split_ok, "resolution": _resolution_ok})
+@DATASETS.register("digits", constraints={"split": _split_ok, "resolution": _resolution_ok},
+                   spec=DatasetSpec(kind="images", labelled=True, classifier=True))
 class Digits(FiniteImageSet):
     """scikit-learn's 8x8 handwritten digits in [-1, 1] with labels (1438 train / 359 test)."""
 

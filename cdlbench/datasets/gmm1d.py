@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from ..registry import DATASETS
+from ..specs import DatasetSpec
 from .mixture import GaussianMixture
 
 
-@DATASETS.register("gmm1d", labelled=True)   # class = mode
+@DATASETS.register("gmm1d", spec=DatasetSpec(labelled=True, exact_score=True, classifier=True))   # class = mode
 class TwoModeGaussian1D(GaussianMixture):
     """1-D mixture 0.5 N(-separation, 1) + 0.5 N(+separation, 1) with its exact score."""
 

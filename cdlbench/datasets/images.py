@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..registry import DATASETS
+from ..specs import DatasetSpec
 from .base import FiniteImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -149,7 +150,8 @@ def read_image_set(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]
     return x.contiguous(), None if labels is None else torch.from_numpy(labels)
 
 
-@DATASETS.register("images", constraints={"max_images": lambda v: None if v is None or v > 0 else "must be > 0"})
+@DATASETS.register("images", constraints={"max_images": lambda v: None if v is None or v > 0 else "must be > 0"},
+                   spec=DatasetSpec(kind="images", labelled=None))   # labels known once the folder is read
 class ImageFolder(FiniteImageSet):
     """Images from a folder of PNG/JPEG, a .npz or an EDM-style zip, in [-1, 1], optional labels."""
 

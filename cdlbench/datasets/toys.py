@@ -6,6 +6,7 @@ import math
 import torch
 
 from ..registry import DATASETS
+from ..specs import DatasetSpec
 from .base import Dataset
 from .mixture import GaussianMixture
 
@@ -38,7 +39,7 @@ class Checkerboard(Dataset):
         return torch.stack([x1, x2], dim=1)
 
 
-@DATASETS.register("8gaussians", labelled=True)   # class = mixture component
+@DATASETS.register("8gaussians", spec=DatasetSpec(labelled=True, exact_score=True, classifier=True))   # class = mixture component
 class EightGaussians(GaussianMixture):
     """Eight equal Gaussians on a circle (radius 2, std 0.2), exact score known; class = component."""
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..diffusion.itd import LogisticProposal, _log_var, default_proposal, noisy_inputs
 from ..registry import LOSSES
+from ..specs import LossSpec
 from .base import LossOutput
 
 
@@ -38,7 +39,7 @@ def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Ten
 
 
 # base: a loss name or mapping, validated like one; mc_loc/mc_scale None: SPEC's proposal (as before they existed)
-@LOSSES.register("cdl", nested={"base": "losses"}, neutral={"mc_loc": None, "mc_scale": None})
+@LOSSES.register("cdl", spec=LossSpec(nested={"base": "losses"}), neutral={"mc_loc": None, "mc_scale": None})
 class ContrastiveDiffusionLoss:
     """Base loss plus the noise-classifier (contrastive) loss on K samples per batch."""
 

@@ -12,6 +12,7 @@ import inspect
 import torch
 
 from ..registry import METRICS
+from ..specs import MetricSpec
 
 
 def class_accuracy(predicted: torch.Tensor, requested: torch.Tensor) -> float:
@@ -19,7 +20,8 @@ def class_accuracy(predicted: torch.Tensor, requested: torch.Tensor) -> float:
     return float((predicted.to(requested.device) == requested).double().mean().item())
 
 
-@METRICS.register("class_accuracy", needs_labels=True, needs_classifier=True)
+@METRICS.register("class_accuracy", spec=MetricSpec(unit="fraction", higher_is_better=True, label="class accuracy",
+                                                    needs=("labels", "classifier"), context=("dataset", "labels")))
 class ClassAccuracy:
     """Fraction of class-conditional samples that the dataset's classifier assigns to their requested class."""
 

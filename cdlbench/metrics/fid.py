@@ -9,6 +9,7 @@ import torch
 
 from ..constraints import positive
 from ..registry import METRICS
+from ..specs import MetricSpec
 from .features import DIGITS, DEFAULT_LAYER, FeatureMetric, extractor_ok, import_fidelity
 
 
@@ -22,7 +23,8 @@ def frechet_distance_fidelity(gen: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @METRICS.register("fid", constraints={"extractor": extractor_ok, "n_samples": lambda v: None if v >= 2 else "must be >= 2",
-                                      "batch_size": positive}, needs_image=True)
+                                      "batch_size": positive},
+                  spec=MetricSpec(label="FID", needs=("images",), headline=0))
 class FID(FeatureMetric):
     """FID to the training split, via torch-fidelity (inception-v3-compat or digits-classifier features)."""
 

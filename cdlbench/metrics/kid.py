@@ -7,6 +7,7 @@ import torch
 
 from ..constraints import positive
 from ..registry import METRICS
+from ..specs import MetricSpec
 from .features import DIGITS, FeatureMetric, extractor_ok, import_fidelity
 
 
@@ -23,7 +24,7 @@ def kid_fidelity(gen: torch.Tensor, ref: torch.Tensor, subsets: int, subset_size
 
 @METRICS.register("kid", constraints={"extractor": extractor_ok, "n_samples": lambda v: None if v >= 2 else "must be >= 2",
                                       "batch_size": positive, "subsets": positive, "subset_size": positive},
-                  needs_image=True)
+                  spec=MetricSpec(label="KID", needs=("images",), headline=2))
 class KID(FeatureMetric):
     """KID to the training split, via torch-fidelity (inception-v3-compat or digits-classifier features)."""
 

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..registry import METRICS
+from ..specs import MetricSpec
 
 
 def _sq_dists(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,7 +56,7 @@ def _threshold_ok(v):
 
 @METRICS.register("mmd", constraints={"bandwidth": _bandwidth_ok, "threshold": _threshold_ok,
                                       "n_samples": lambda v: None if v >= 2 else "must be >= 2"},
-                  needs_image=False)
+                  spec=MetricSpec(label="MMD^2", per_iteration=True, headline=1))
 class MMD:
     """Unbiased MMD^2 to data points; with Picard, also per iteration and iterations to a threshold."""
 

@@ -21,6 +21,7 @@ import torch
 from ..denoiser import Denoiser
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import METRICS
+from ..specs import MetricSpec
 
 
 # ---------------------------------------------------------------- exact quantities
@@ -130,7 +131,11 @@ def merge_sequential(paths: np.ndarray) -> np.ndarray:
     "t_stride": lambda v: None if 1 <= v <= 1000 else "must be in [1, 1000]",
     "coverage": lambda v: None if 0 < v < 1 else "must be in (0, 1)",
     "n_paths": lambda v: None if v is None or v >= 1 else "must be >= 1 or null (all samples)",
-    "plot_paths": lambda v: None if v >= 0 else "must be >= 0"}, needs_image=False, needs_exact_score=True)
+    "plot_paths": lambda v: None if v >= 0 else "must be >= 0"},
+    spec=MetricSpec(label="score error", needs=("exact_score",), context=("denoiser", "dataset", "replay"), quality=False,
+                    parts={"id": ("score error, high-density", ""), "ood": ("score error, OOD", ""),
+                           "path": ("score error on path", ""), "path_ood": ("score error on path, OOD part", ""),
+                           "path_ood_fraction": ("path evals OOD", "fraction")}))
 class ScoreError:
     """|model score - exact score| in and out of the forward process's high-density region, and along the sampler's path."""
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import MODELS
+from ..specs import ModelSpec
 from .conditioning import checked_labels
 
 HOW_TO = ("model 'diffusers-unet' loads a local copy of a pretrained UNet2DModel: download it once on a machine "
@@ -113,7 +114,7 @@ def load_unet2d(path: str) -> nn.Module:
     return UNet2DModel.from_pretrained(str(unet_folder(path)), local_files_only=True, low_cpu_mem_usage=False)
 
 
-@MODELS.register("diffusers-unet", data="image", conditional=_conditional)
+@MODELS.register("diffusers-unet", spec=ModelSpec(data="images", conditional=_conditional))
 class DiffusersUNet(nn.Module):
     """Pretrained diffusers UNet2DModel (e.g. DDPM CIFAR-10) as eps_theta(z, a) on continuous log-SNR."""
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..constraints import one_of, positive
 from ..registry import MODELS
+from ..specs import ModelSpec
 from .conditioning import conditional_classes, with_class
 from .embedding import sinusoidal_embedding
 from .precond import PRECONDS, precondition
@@ -63,7 +64,7 @@ class ResidualMLP(nn.Module):
 
 @MODELS.register("mlp", constraints={"width": positive, "blocks": positive, "emb_dim": positive,
                                      "precond": one_of(*PRECONDS), "sigma_data": positive},
-                 neutral={"conditional": False})
+                 spec=ModelSpec(conditional=lambda p: bool(p["conditional"])), neutral={"conditional": False})
 def mlp(width: int = 128, blocks: int = 2, emb_dim: int = 64, precond: str = "eps",
         sigma_data: float | None = None, conditional: bool = False, shape: tuple = (2,), data_var=None,
         num_classes: int = 0) -> nn.Module:

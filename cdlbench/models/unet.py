@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..registry import MODELS
+from ..specs import ModelSpec
 from .conditioning import conditional_classes, with_class
 from .embedding import sinusoidal_embedding
 
@@ -64,7 +65,7 @@ def _channels_ok(v):
 @MODELS.register("unet", constraints={"channels": _channels_ok,
                                       "blocks": lambda v: None if v >= 1 else "must be >= 1",
                                       "dropout": lambda v: None if 0 <= v < 1 else "must be in [0, 1)"},
-                 data="image", neutral={"conditional": False})
+                 spec=ModelSpec(data="images", conditional=lambda p: bool(p["conditional"])), neutral={"conditional": False})
 class UNet(nn.Module):
     """Small U-Net on [N, C, H, W] conditioned on continuous log-SNR; optional class labels."""
 

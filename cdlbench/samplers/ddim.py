@@ -14,6 +14,7 @@ import torch
 
 from ..constraints import non_negative, positive
 from ..registry import SAMPLERS
+from ..specs import SamplerSpec
 from .base import SampleResult, Stopwatch, standard_noise
 from .ddpm_grid import DDPMGrid, ddpm_grid
 
@@ -35,7 +36,8 @@ def ddim_update(grid: DDPMGrid, x: torch.Tensor, eps_hat: torch.Tensor, j, eta: 
 
 
 @SAMPLERS.register("ddim", constraints={"steps": positive, "eta": non_negative, "clip_sample": positive},
-                   grid="ddpm")
+                   spec=SamplerSpec(grid="ddpm", noise="per_step", stochastic=lambda p: p["eta"] > 0,
+                                    nfe=lambda p: (p["steps"], False)))
 @torch.no_grad()
 def ddim_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, steps: int = 50, eta: float = 0.0,

@@ -4,12 +4,14 @@ from __future__ import annotations
 import torch
 
 from ..registry import SAMPLERS
+from ..specs import SamplerSpec
 from .base import SampleResult, Stopwatch, standard_noise
 from ..constraints import one_of, positive
 from .ddpm_grid import VARIANCES, ddpm_grid
 
 
-@SAMPLERS.register("ddpm", constraints={"steps": positive, "variance": one_of(*VARIANCES)}, grid="ddpm")
+@SAMPLERS.register("ddpm", constraints={"steps": positive, "variance": one_of(*VARIANCES)},
+                   spec=SamplerSpec(grid="ddpm", noise="per_step", stochastic=True, nfe=lambda p: (p["steps"], False)))
 @torch.no_grad()
 def ddpm_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, steps: int = 1000, variance: str = "posterior",

@@ -6,12 +6,15 @@ from __future__ import annotations
 import torch
 
 from ..registry import SAMPLERS
+from ..specs import SamplerSpec
 from .base import SampleResult, Stopwatch, standard_noise
 from .edm_churn import check_edm, churn, churn_gammas, edm_sigmas
 from .heun import EDM_CONSTRAINTS
 
 
-@SAMPLERS.register("euler", constraints=EDM_CONSTRAINTS, grid="edm")
+@SAMPLERS.register("euler", constraints=EDM_CONSTRAINTS,
+                   spec=SamplerSpec(grid="edm", noise="per_step", stochastic=lambda p: p["S_churn"] > 0,
+                                    nfe=lambda p: (p["steps"], False)))
 @torch.no_grad()
 def euler_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                  noise: torch.Tensor | None = None, steps: int = 18, sigma_min: float = 0.002,

@@ -11,6 +11,7 @@ import torch
 
 from ..constraints import non_negative, positive
 from ..registry import SAMPLERS
+from ..specs import SamplerSpec
 from .base import SampleResult, Stopwatch, standard_noise
 from .edm_churn import check_edm, churn, churn_gammas, edm_sigmas
 
@@ -19,7 +20,9 @@ EDM_CONSTRAINTS = {"steps": positive, "sigma_min": positive, "sigma_max": positi
                    "S_noise": non_negative}
 
 
-@SAMPLERS.register("heun", constraints=EDM_CONSTRAINTS, grid="edm")
+@SAMPLERS.register("heun", constraints=EDM_CONSTRAINTS,
+                   spec=SamplerSpec(grid="edm", noise="per_step", stochastic=lambda p: p["S_churn"] > 0,
+                                    nfe=lambda p: (2 * p["steps"] - 1, False)))
 @torch.no_grad()
 def heun_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                 noise: torch.Tensor | None = None, steps: int = 18, sigma_min: float = 0.002,

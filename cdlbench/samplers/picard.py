@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..registry import SAMPLERS
+from ..specs import SamplerSpec
 from .base import SampleResult, Stopwatch, eps_batched, standard_noise
 from ..constraints import one_of, positive
 from .ddim import ddim_update
@@ -45,9 +46,36 @@ def picard_step(X: torch.Tensor, b: int, e: int, drift_fn, step_noise: torch.Ten
     return min(1 + first_fail, e - b), float(residual)
 
 
+def parallel_spec(**more) -> SamplerSpec:
+    """The spec shared by the parallel samplers on the DDPM grid (picard and its accelerations)."""
+    return SamplerSpec(grid="ddpm", noise="per_step", stochastic=lambda p: p["drift"] == "ddpm", parallel=True,
+                       chunk_param="chunk_size", points_per_call=points_per_call, nfe=planned_nfe,
+                       fixed_point=sequential_twin, exact_tolerance={"tolerance": 1e-6}, **more)
+
+
+def points_per_call(params: dict, n: int) -> int:
+    """Points one denoiser call takes without chunking: the whole window of n samples."""
+    return n * min(int(params.get("window") or params["steps"]), params["steps"])
+
+
+def planned_nfe(params: dict) -> tuple[int, bool]:
+    """Upper bound of the evaluations per sample: every pass evaluates its window (at most T passes)."""
+    T = params["steps"]
+    p = min(int(params.get("window") or T), T)
+    return (T * (T + 1) // 2 if p == T else T * p), True
+
+
+def sequential_twin(params: dict) -> tuple[str, dict]:
+    """The sequential sampler whose trajectory this sampler's fixed point is (same grid, same noise)."""
+    if params["drift"] == "ddim":
+        return "ddim", {"steps": params["steps"], "eta": 0.0}
+    return "ddpm", {"steps": params["steps"], "variance": params["variance"]}
+
+
 @SAMPLERS.register("picard", constraints={"steps": positive, "tolerance": positive, "window": positive,
                                           "max_iters": positive, "chunk_size": positive,
-                                          "variance": one_of(*VARIANCES), "drift": one_of(*DRIFTS)}, grid="ddpm")
+                                          "variance": one_of(*VARIANCES), "drift": one_of(*DRIFTS)},
+                   spec=parallel_spec())
 @torch.no_grad()
 def picard_sample(denoiser, x_T: torch.Tensor, *, generator: torch.Generator | None = None,
                   noise: torch.Tensor | None = None, drift: str = "ddpm", steps: int = 1000,

@@ -3,6 +3,7 @@ from what each component declares in its registration spec (cdlbench/specs.py)."
 from __future__ import annotations
 
 from ..registry import DATASETS, METRICS, MODELS, SAMPLERS
+from ..specs import declared
 from .schema import Component, Suite, _is_number
 from .yaml_loading import SuiteError
 
@@ -12,44 +13,22 @@ def _axis_field(suite: Suite, key: str, i: int) -> str:
     return f"{key}[{i}]" if isinstance(suite.raw.get(key), list) else key
 
 
-def _meta(entry, key: str, params: dict, default=None):
-    """Registry metadata, either a value or a function of the component's parameters."""
-    value = entry.meta.get(key, default)
-    return value(params) if callable(value) else value
-
-
 def dataset_facts(comp: Component) -> dict:
-    """What validation can know about a dataset without loading it: image or points, labels
-    (True, False or None = only known once loaded), exact score. Registry metadata
-    (image=, labelled=, exact_score=) wins over class attributes."""
-    entry = DATASETS.entry(comp.name)
-    cls = entry.obj
-    image = _meta(entry, "image", comp.params, getattr(cls, "is_image", False))
-    labelled = _meta(entry, "labelled", comp.params, None)
-    if labelled is None:
-        classes = getattr(cls, "num_classes", None)
-        if isinstance(classes, int) and not isinstance(classes, bool):
-            labelled = classes > 0
-        elif not image:
-            labelled = False       # point clouds carry no labels
-    exact = _meta(entry, "exact_score", comp.params, getattr(cls, "has_exact_score", False))
-    return {"image": bool(image), "labelled": labelled, "exact_score": bool(exact)}
+    """What validation can know about a dataset without loading it, from its spec: image or points,
+    labels (True, False or None = only known once loaded), exact score, classifier."""
+    spec = DATASETS.entry(comp.name).spec
+    return {"image": declared(spec.kind, comp.params) == "images", "labelled": declared(spec.labelled, comp.params),
+            "exact_score": bool(declared(spec.exact_score, comp.params)),
+            "classifier": bool(declared(spec.classifier, comp.params))}
 
 
-def has_classifier(dataset: str) -> bool:
-    """The dataset can say which class a sample shows (`classify`, for class_accuracy)."""
-    from ..datasets.base import Dataset
-    return getattr(DATASETS.entry(dataset).obj, "classify", Dataset.classify) is not Dataset.classify
+def model_is_conditional(comp: Component) -> bool | None:
+    """A class-conditional model, as its spec declares (None: cannot be known before loading)."""
+    return declared(MODELS.entry(comp.name).spec.conditional, comp.params)
 
 
-def model_is_conditional(comp: Component) -> bool:
-    """A class-conditional model: registry metadata conditional= (a value or a function of the
-    parameters), else a suite parameter `conditional: true` or `num_classes` > 0."""
-    flag = _meta(MODELS.entry(comp.name), "conditional", comp.params, None)
-    if flag is not None:
-        return bool(flag)
-    n = comp.params.get("num_classes")
-    return bool(comp.params.get("conditional")) or (_is_number(n) and n > 0)
+def metric_needs(comp: Component) -> set:
+    return set(declared(METRICS.entry(comp.name).spec.needs, comp.params) or ())
 
 
 # (lower, upper) parameter pairs that must be ordered wherever a component has both
@@ -66,20 +45,20 @@ def _check_ordered(comp: Component, file, field: str) -> None:
 
 
 def _check_grid(comp: Component, file, field: str) -> None:
-    """Samplers declare their time grid (grid="ddpm" for the 1000-step DDPM grid, "edm"/"sigma" for a
-    sigma grid) and, through param_grids={param: {value: grid}}, the grid each choice of a parameter
-    needs (a drift, a schedule). All must agree: a DDPM drift cannot run on a sigma grid."""
-    entry = SAMPLERS.entry(comp.name)
-    own = _meta(entry, "grid", comp.params)
-    needs = [(None, None, own)] if isinstance(own, str) and not entry.meta.get("param_grids") else []
-    for param, table in (entry.meta.get("param_grids") or {}).items():
+    """Samplers declare their time grid (SamplerSpec.grid: "ddpm" for the 1000-step DDPM grid, "edm"
+    for a sigma grid) and, through param_grids={param: {value: grid}}, the grid each choice of a
+    parameter needs (a drift, a schedule). All must agree: a DDPM drift cannot run on a sigma grid."""
+    spec = SAMPLERS.entry(comp.name).spec
+    own = declared(spec.grid, comp.params)
+    needs = [(None, None, own)] if isinstance(own, str) and not spec.param_grids else []
+    for param, table in spec.param_grids.items():
         value = comp.params.get(param)
         if isinstance(table, dict) and value in table:
             needs.append((param, value, table[value]))
     grids = {g for _, _, g in needs}
     if len(grids) > 1:
         (p1, v1, g1), (p2, v2, g2) = needs[0], next(n for n in needs if n[2] != needs[0][2])
-        table2 = entry.meta["param_grids"].get(p2, {}) if p2 else {}
+        table2 = spec.param_grids.get(p2, {}) if p2 else {}
         allowed = [v for v, g in table2.items() if g == g1]
         raise SuiteError(file, f"{field}.{p2}", f"{p2} {v2!r} needs the {g2} grid, but {p1} {v1!r} runs on the "
                          f"{g1} grid; {p2} values for the {g1} grid: {', '.join(map(str, allowed)) or '(none)'}")
@@ -88,6 +67,52 @@ def _check_grid(comp: Component, file, field: str) -> None:
     if grid == "ddpm" and _is_number(steps) and steps > DDPM_GRID_STEPS:
         raise SuiteError(file, f"{field}.steps", f"must be <= {DDPM_GRID_STEPS} (a subset of the "
                          f"{DDPM_GRID_STEPS}-step DDPM grid), got {steps!r}")
+
+
+def _names(registry, keep) -> str:
+    return ", ".join(e.name for e in registry.entries() if keep(e.spec)) or "none registered"
+
+
+def _check_metric(suite: Suite, ds: Component, facts: dict, j: int, m: Component) -> None:
+    """A metric's declared needs (MetricSpec.needs) against the dataset's and models' specs."""
+    file, field = suite.path, f"{_axis_field(suite, 'metrics', j)}.name"
+    kind = "image" if facts["image"] else "point"
+    needs = metric_needs(m)
+    if "images" in needs and not facts["image"]:
+        raise SuiteError(file, field, f"metric '{m.name}' needs image data, but dataset '{ds.name}' is {kind} data; "
+                         f"metrics for {kind} data: {_names(METRICS, lambda s: 'images' not in s.needs)}")
+    if "classifier" in needs and not facts["classifier"]:
+        raise SuiteError(file, field, f"metric '{m.name}' needs a dataset with a classifier, but '{ds.name}' has none; "
+                         f"datasets with one: {_names(DATASETS, lambda s: s.classifier)}")
+    if "exact_score" in needs and not facts["exact_score"]:
+        raise SuiteError(file, field, f"metric '{m.name}' needs a dataset with an exact score, but '{ds.name}' has "
+                         f"none; datasets with one: {_names(DATASETS, lambda s: s.exact_score)}")
+    for k, mdl in enumerate(suite.models):
+        conditional = model_is_conditional(mdl)
+        where = f"'{mdl.label}' ({_axis_field(suite, 'model', k)})"
+        if "labels" in needs and conditional is False:
+            raise SuiteError(file, field, f"metric '{m.name}' scores class-conditional samples, but model {where} "
+                             f"is unconditional; set 'conditional: true' on it")
+        if "exact_score" in needs and conditional:
+            raise SuiteError(file, field, f"metric '{m.name}' compares the unconditional score, but model {where} "
+                             f"is class-conditional")
+
+
+def _check_model(suite: Suite, ds: Component, facts: dict, j: int, mdl: Component) -> None:
+    """A model's declared data kind and conditioning (ModelSpec) against the dataset's spec."""
+    file, field = suite.path, _axis_field(suite, "model", j)
+    kind = "images" if facts["image"] else "points"
+    word = {"images": "image", "points": "point"}
+    ok = declared(MODELS.entry(mdl.name).spec.data, mdl.params)
+    if ok not in ("any", kind):
+        fits = _names(MODELS, lambda s: s.data in ("any", kind))
+        raise SuiteError(file, f"{field}.name", f"model '{mdl.name}' works on {word.get(ok, ok)} data, but dataset "
+                         f"'{ds.name}' is {word[kind]} data; models for {word[kind]} data: {fits}")
+    if model_is_conditional(mdl) and facts["labelled"] is False:
+        flag = next((k for k in ("conditional", "num_classes") if k in mdl.explicit), "name")
+        raise SuiteError(file, f"{field}.{flag}", f"model '{mdl.name}' is class-conditional, but dataset "
+                         f"'{ds.name}' has no labels; use an unconditional model or a labelled dataset "
+                         f"({_names(DATASETS, lambda s: s.labelled is True)})")
 
 
 def check_compatibility(suite: Suite) -> None:
@@ -99,49 +124,9 @@ def check_compatibility(suite: Suite) -> None:
             _check_ordered(comp, file, _axis_field(suite, key, i))
     for i, comp in enumerate(suite.samplers):
         _check_grid(comp, file, _axis_field(suite, "samplers", i))
-    for i, ds in enumerate(suite.datasets):
+    for ds in suite.datasets:
         facts = dataset_facts(ds)
-        kind = "image" if facts["image"] else "point"
         for j, m in enumerate(suite.metrics):
-            entry = METRICS.entry(m.name)
-            if _meta(entry, "needs_image", m.params) and not facts["image"]:
-                ok = [e.name for e in METRICS.entries() if not e.meta.get("needs_image")]
-                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
-                                 f"metric '{m.name}' needs image data, but dataset '{ds.name}' is {kind} data; "
-                                 f"metrics for {kind} data: {', '.join(ok)}")
-            if _meta(entry, "needs_classifier", m.params) and not has_classifier(ds.name):
-                ok = [e.name for e in DATASETS.entries() if has_classifier(e.name)]
-                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
-                                 f"metric '{m.name}' needs a dataset with a classifier, but '{ds.name}' has none; "
-                                 f"datasets with one: {', '.join(ok)}")
-            for k, mdl in enumerate(suite.models):
-                conditional = model_is_conditional(mdl)
-                if _meta(entry, "needs_labels", m.params) and conditional is False:
-                    raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
-                                     f"metric '{m.name}' scores class-conditional samples, but model "
-                                     f"'{mdl.label}' ({_axis_field(suite, 'model', k)}) is unconditional; "
-                                     f"set 'conditional: true' on it")
-                if _meta(entry, "needs_exact_score", m.params) and conditional:
-                    raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
-                                     f"metric '{m.name}' compares the unconditional score, but model "
-                                     f"'{mdl.label}' ({_axis_field(suite, 'model', k)}) is class-conditional")
-            if _meta(entry, "needs_exact_score", m.params) and not facts["exact_score"]:
-                ok = [e.name for e in DATASETS.entries() if getattr(e.obj, "has_exact_score", False)
-                      or e.meta.get("exact_score") is True]
-                raise SuiteError(file, f"{_axis_field(suite, 'metrics', j)}.name",
-                                 f"metric '{m.name}' needs a dataset with an exact score, but '{ds.name}' has none; "
-                                 f"datasets with one: {', '.join(ok)}")
+            _check_metric(suite, ds, facts, j, m)
         for j, mdl in enumerate(suite.models):
-            field = _axis_field(suite, "model", j)
-            ok = _meta(MODELS.entry(mdl.name), "data", mdl.params, "any")
-            if ok != "any" and ok != kind:
-                fits = [e.name for e in MODELS.entries() if e.meta.get("data", "any") in ("any", kind)]
-                raise SuiteError(file, f"{field}.name", f"model '{mdl.name}' works on {ok} data, but dataset "
-                                 f"'{ds.name}' is {kind} data; models for {kind} data: {', '.join(fits)}")
-            if model_is_conditional(mdl) and facts["labelled"] is False:
-                flag = next((k for k in ("conditional", "num_classes") if k in mdl.explicit), "name")
-                labelled = [e.name for e in DATASETS.entries() if e.meta.get("labelled") is True
-                            or (isinstance(getattr(e.obj, "num_classes", None), int) and e.obj.num_classes > 0)]
-                raise SuiteError(file, f"{field}.{flag}", f"model '{mdl.name}' is class-conditional, but dataset "
-                                 f"'{ds.name}' has no labels; use an unconditional model or a labelled dataset "
-                                 f"({', '.join(labelled) or 'none registered'})")
+            _check_model(suite, ds, facts, j, mdl)

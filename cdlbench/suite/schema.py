@@ -42,7 +42,7 @@ def neutral_values(kind: str, name: str) -> dict:
     registry = next((r for r in REGISTRIES.values() if r.kind == kind), None)
     if registry is None or name not in registry:
         return {}
-    return dict(registry.entry(name).meta.get("neutral") or {})
+    return dict(registry.entry(name).neutral)
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def parse_component(spec, registry: Registry, file, field) -> Component:
         problem = value_problem(key, value, p.default, entry.constraints.get(key))
         if problem:
             raise SuiteError(file, f"{field}.{key}", f"{problem} (got {value!r})")
-        nested = entry.meta.get("nested", {}).get(key)
+        nested = getattr(entry.spec, "nested", {}).get(key)   # LossSpec.nested (other kinds have none)
         if nested and value is not None:   # a component inside a component (cdl's base loss)
             _check_nested(value, nested, file, f"{field}.{key}", name)
     for p in params.values():
