@@ -1,4 +1,5 @@
-"""Command line: parses and calls the library. Exit 0 ok, 1 a cell failed, 2 bad usage or suite."""
+"""Command line: parses and calls the library. Exit 0 ok, 1 a cell failed (or a bug: traceback
+shown), 2 a user error (invalid suite, bad option, missing file, another suite's run directory)."""
 from __future__ import annotations
 
 import sys
@@ -6,8 +7,9 @@ from pathlib import Path
 
 import click
 
-from .suite import SuiteError, load_suite
-from .registry import REGISTRIES
+from .errors import UserError
+
+__all__ = ["cli", "main"]
 
 
 def _fail_usage(message: str):
@@ -15,7 +17,14 @@ def _fail_usage(message: str):
     sys.exit(2)
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), "--version", prog_name="cdlbench")
 def cli():
     """Benchmark diffusion losses (DDPM, EDM, CDL) across samplers (DDPM, Picard, ...)."""
 
@@ -24,9 +33,21 @@ def _parse_seeds(text: str | None):
     if text is None:
         return None
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        _fail_usage(f"--seeds: expected comma-separated integers such as 0,1,2, got {text!r}")
+        _fail_usage(f"--seeds: expected comma-separated non-negative integers such as 0,1,2, got {text!r}")
+    if not seeds or any(s < 0 for s in seeds):
+        _fail_usage(f"--seeds: expected comma-separated non-negative integers such as 0,1,2, got {text!r}")
+    if len(set(seeds)) != len(seeds):
+        _fail_usage(f"--seeds: contains duplicates ({text!r}); give each seed once")
+    return seeds
+
+
+def _missing_suite(path: str) -> str:
+    """The message for a suite path that does not exist: the suites that do."""
+    here = sorted(str(p) for p in Path("suites").glob("*.yaml")) if Path("suites").is_dir() else []
+    hint = f"; suites here: {', '.join(here)}" if here else ""
+    return f"{path}: no such suite file{hint}"
 
 
 @cli.command()
@@ -36,32 +57,52 @@ def _parse_seeds(text: str | None):
 @click.option("--seeds", default=None, help="comma-separated seeds overriding the suite, e.g. 0,1,2")
 @click.option("--dry-run", is_flag=True, help="print the expanded cells and their work, then exit")
 @click.option("--no-cache", is_flag=True, help="retrain instead of using cached checkpoints")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
+              help="checkpoint cache (default $CDLBENCH_CACHE, else <run directory's parent>/cache)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def run(suite, out, device, seeds, dry_run, no_cache, quiet):
+@click.option("--executor", type=click.Choice(["inline", "local", "submitit"]), default=None,
+              help="inline (default): this process; local: worker processes; submitit: Slurm jobs")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="local: worker processes (default one per visible GPU, else the CPUs); submitit: most jobs at once")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch threads per worker (default: the CPUs this process may use / workers)")
+@click.option("--slurm-partition", default=None)
+@click.option("--slurm-gpus-per-job", type=click.IntRange(min=0), default=None)
+@click.option("--slurm-cpus-per-job", type=click.IntRange(min=1), default=None)
+@click.option("--slurm-time", type=click.IntRange(min=1), default=None, help="minutes per job")
+@click.option("--slurm-account", default=None)
+@click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]), default=None,
+              help="submitit backend (default slurm when sbatch is on PATH, else local subprocesses)")
+def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor, jobs, threads, slurm_partition,
+        slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_account, slurm_cluster):
     """Train, sample and measure every cell of SUITE (resumes an interrupted run)."""
+    from .suite import SuiteError, load_suite
+
+    if not Path(suite).exists():
+        _fail_usage(_missing_suite(suite))
     try:
         s = load_suite(suite, seeds=_parse_seeds(seeds))
     except SuiteError as exc:
         _fail_usage(str(exc))
-    from .run.runner import Runner, planned_work
-
     if dry_run:
         from tabulate import tabulate
+
+        from .run.plan import planned_work
 
         rows = planned_work(s)
         click.echo(tabulate(rows, headers="keys", tablefmt="github"))
         click.echo(f"\n{len(rows)} cells; {sum(r['train_steps'] for r in rows)} training steps in all")
         return
-    out = Path(out) if out else Path("results") / s.name
-    try:
-        runner = Runner(s, out, device=device, use_cache=not no_cache, progress=not quiet)
-    except RuntimeError as exc:
-        _fail_usage(str(exc))
-    from .run.runner import RunDirMismatch, RunLocked
+    from .run.coordinator import RunOptions, Runner
 
+    out = Path(out) if out else Path("results") / s.name
+    slurm = {"partition": slurm_partition, "gpus_per_job": slurm_gpus_per_job, "cpus_per_job": slurm_cpus_per_job,
+             "time": slurm_time, "account": slurm_account, "cluster": slurm_cluster}
     try:
+        runner = Runner(s, out, device=device, use_cache=not no_cache, cache_dir=cache_dir, progress=not quiet,
+                        executor=executor, jobs=jobs, threads=threads, slurm=slurm)
         summary = runner.execute()
-    except (RunLocked, RunDirMismatch) as exc:   # a second run on the same directory, or another suite's
+    except UserError as exc:    # a second run on the same directory, another suite's, a missing package
         _fail_usage(str(exc))
     except KeyboardInterrupt:   # finished records are on disk; the same command resumes
         click.echo(f"\ninterrupted; finished cells are saved in {out}; run the same command to resume", err=True)
@@ -71,6 +112,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, quiet):
     if summary.failed:
         for name, reason in summary.failed:
             click.echo(f"failed: {name}: {reason}", err=True)
+        click.echo(f"tracebacks of the failed cells: {Path(summary.run_dir) / 'failures.jsonl'}", err=True)
         sys.exit(1)
 
 
@@ -93,8 +135,12 @@ def report(run_dirs, fmt, baseline, plots):
     for d in dirs:
         if not (Path(d) / "records.jsonl").exists():
             _fail_usage(f"{d}: not a run directory (no records.jsonl)")
+    if baseline is not None and not Path(baseline).is_file():
+        _fail_usage(f"--baseline: no such file {baseline!r} (e.g. baselines/paper.yaml)")
     try:
         click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots), nl=False)
+    except UserError as exc:
+        _fail_usage(str(exc))
     except FileNotFoundError as exc:
         _fail_usage(str(exc))
     except ValueError as exc:
@@ -102,15 +148,54 @@ def report(run_dirs, fmt, baseline, plots):
 
 
 @cli.command(name="list")
-@click.argument("kind", required=False, type=click.Choice(sorted(REGISTRIES)))
+@click.argument("kind", required=False, type=click.Choice(["datasets", "losses", "metrics", "models", "samplers"]))
 def list_components(kind):
     """Registered components with their parameters and defaults."""
+    from .registry import REGISTRIES
+    from .specs import describe_spec
+
     for k in [kind] if kind else sorted(REGISTRIES):
         click.echo(f"{k}:")
         for entry in REGISTRIES[k].entries():
             click.echo(f"  {entry.name}: {entry.doc}")
+            what = describe_spec(entry.spec)
+            if what:
+                click.echo(f"      [{what}]")
             for p in entry.parameters():
                 click.echo(f"      {p.describe()}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+def verify(run_dir):
+    """Check RUN_DIR's records, curves and config: exit 0 clean, 1 damaged, 2 not a run directory."""
+    from .run.verify import NotARunDirectory, verify_run
+
+    try:
+        result = verify_run(run_dir)
+    except NotARunDirectory as exc:
+        _fail_usage(str(exc))
+    click.echo(result.text(), nl=False)
+    sys.exit(1 if result.damaged else 0)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+def repair(run_dir):
+    """Rewrite RUN_DIR's records (complete cells only, one group each) and curves, keeping backups."""
+    from .run.lock import RunLocked
+    from .run.rundir import RunDirUnwritable
+    from .run.verify import NotARunDirectory, repair_run
+
+    try:
+        result = repair_run(run_dir)
+    except (NotARunDirectory, RunLocked) as exc:
+        _fail_usage(str(exc))
+    except RunDirUnwritable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(result.text(), nl=False)
+    sys.exit(1 if result.after is not None and result.after.damaged else 0)
 
 
 def main():

@@ -104,3 +104,23 @@ SPEC_TYPES = {"sampler": SamplerSpec, "metric": MetricSpec, "dataset": DatasetSp
 
 def spec_field_names(kind: str) -> list[str]:
     return [f.name for f in fields(SPEC_TYPES[kind])]
+
+
+def describe_spec(spec) -> str:
+    """One line for `cdlbench list`: the declared facts that differ from the kind's defaults
+    (functions of the parameters shown as 'depends on parameters')."""
+    if spec is None:
+        return ""
+    default = type(spec)()
+    parts = []
+    for f in fields(spec):
+        value = getattr(spec, f.name)
+        if value == getattr(default, f.name):
+            continue
+        if callable(value):
+            parts.append(f"{f.name}: depends on parameters")
+        elif isinstance(value, dict) and value and all(isinstance(v, tuple) for v in value.values()):
+            parts.append(f"{f.name}: {', '.join(value)}")
+        else:
+            parts.append(f"{f.name}: {value}")
+    return "; ".join(parts)

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             return 1
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}")
     from cdlbench.suite import parse_suite
-    from cdlbench.run.runner import Runner
+    from cdlbench.run.coordinator import Runner
 
     suite = parse_suite(derived_suite(args.device, args.quick), file="digits-cuda-check")
     summary = Runner(suite, args.out, device=args.device, progress=False).execute()

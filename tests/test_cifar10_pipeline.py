@@ -18,7 +18,7 @@ diffusers = pytest.importorskip("diffusers")
 PIL = pytest.importorskip("PIL.Image")
 
 from cdlbench.suite import parse_suite  # noqa: E402
-from cdlbench.run.runner import Runner  # noqa: E402
+from cdlbench.run.coordinator import Runner  # noqa: E402
 
 
 def _cifar_like_zip(path, n=12, seed=0):

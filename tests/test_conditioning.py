@@ -14,7 +14,8 @@ from cdlbench import DATASETS, LOSSES, SAMPLERS, Denoiser
 from cdlbench.suite import SuiteError, parse_suite
 from cdlbench.diffusion import default_proposal, log_likelihood
 from cdlbench.losses.cdl import classifier_logit
-from cdlbench.run.runner import Runner, balanced_labels
+from cdlbench.run.coordinator import Runner
+from cdlbench.run.sampling import balanced_labels
 
 N_CLASSES = 8
 

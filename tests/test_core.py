@@ -114,7 +114,7 @@ def test_cdl_total_is_base_plus_weighted_sum():
     base = loss.base(den, data[:32], generator=torch.Generator().manual_seed(5))
     # the base loss drew first from the same generator state, so it is reproduced exactly
     total = out.per_sample.mean().item()
-    assert total == pytest.approx(base.per_sample.mean().item() + 2.5 * out.parts["cdl"], rel=1e-5)
+    assert total == pytest.approx(base.per_sample.mean().item() + 2.5 * float(out.parts["cdl"]), rel=1e-5)
 
 
 def test_losses_are_differentiable_and_finite():

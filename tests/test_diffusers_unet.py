@@ -166,7 +166,7 @@ def test_fine_tuning_with_the_ddpm_loss_changes_the_weights(folder, cond_folder,
 @pytest.mark.slow
 def test_runner_fine_tunes_and_samples(folder, tmp_path):
     from cdlbench.suite import parse_suite
-    from cdlbench.run.runner import Runner
+    from cdlbench.run.coordinator import Runner
 
     px = np.random.default_rng(0).integers(0, 256, size=(16, 8, 8, 3), dtype=np.uint8)
     np.savez(tmp_path / "tiny.npz", images=px)

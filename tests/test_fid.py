@@ -5,6 +5,8 @@ Tests that need torch-fidelity skip where it is absent (it needs torchvision; RE
 from __future__ import annotations
 
 import pytest
+
+from cdlbench.errors import UserError
 import torch
 
 from cdlbench.datasets.digits import digits_tensors
@@ -135,14 +137,14 @@ def test_digits_extractor_is_registered_in_torch_fidelity(cache_dir):
 def test_runner_refuses_to_start_without_fid_requirements(tmp_path, monkeypatch):
     """Before any training: the extra (or the Inception weights) missing is one clear error."""
     from cdlbench.suite import parse_suite
-    from cdlbench.run.runner import Runner
+    from cdlbench.run.coordinator import Runner
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-hub"))
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     spec = {"name": "x", "device": "cpu", "dataset": {"name": "digits"}, "model": {"name": "unet"},
             "losses": {"name": "ddpm"}, "samplers": {"name": "ddpm"},
             "metrics": {"name": "fid", "extractor": "inception-v3-compat"}}
-    with pytest.raises(RuntimeError) as err:
+    with pytest.raises(UserError) as err:
         Runner(parse_suite(spec), tmp_path / "run", progress=False)
     try:
         import torch_fidelity  # noqa: F401

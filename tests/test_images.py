@@ -174,7 +174,7 @@ def test_fid_needs_images():
 @pytest.mark.slow
 def test_digits_runner_end_to_end(tmp_path):
     """Train a tiny U-Net on digits, sample with sequential DDPM and Picard, measure MMD on pixels."""
-    from cdlbench.run.runner import Runner
+    from cdlbench.run.coordinator import Runner
 
     spec = {"name": "digits-e2e", "seeds": [0], "device": "cpu", "dataset": {"name": "digits"},
             "model": {"name": "unet", "channels": [8, 16]},

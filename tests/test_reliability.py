@@ -27,7 +27,8 @@ from cdlbench.cli import cli
 from cdlbench.suite import parse_suite
 from cdlbench.run.lock import RunLock, RunLocked
 from cdlbench.run.rundir import RunDir, read_jsonl
-from cdlbench.run.runner import Runner, RunDirMismatch
+from cdlbench.run.coordinator import Runner
+from cdlbench.run.rundir import RunDirMismatch
 
 TESTS = Path(__file__).resolve().parent
 TIMING = {"wall_clock", "train_seconds"}

@@ -82,7 +82,7 @@ def test_sequential_path_stays_in_distribution_picard_iterates_do_not(gmm):
 def test_runner_records_parts_and_saves_grid_and_paths(tmp_path):
     from cdlbench.suite import parse_suite
     from cdlbench.report import load, render
-    from cdlbench.run.runner import Runner
+    from cdlbench.run.coordinator import Runner
 
     suite = parse_suite({
         "name": "g1d", "seeds": [0], "device": "cpu", "dataset": {"name": "gmm1d", "n_train": 2000},

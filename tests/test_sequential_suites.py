@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from cdlbench.suite import load_yaml, parse_suite
-from cdlbench.report import load, render
+from cdlbench.report import NumberFormat, load, render
 from cdlbench.report.sweeps import churn_table, nfe_table
-from cdlbench.run.runner import Runner
+from cdlbench.run.coordinator import Runner
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
 
@@ -61,9 +61,12 @@ def test_sequential_suite_table_quality_against_nfe(runs):
     assert list(heun["NFE"]) == [9, 19, 35, 79] and list(heun["steps"]) == [5, 10, 18, 40]
     assert list(table.loc[table["sampler"] == "ddim", "NFE"]) == [10, 50, 100]
     assert list(table.loc[table["sampler"] == "ddpm", "NFE"]) == [1000]
-    # each cell is mean ± std (n): one seed here
+    # each cell is mean ± std (n): one seed here, in the one number format of its column
     cell = df[(df["metric"] == "mmd") & (df["loss"] == "edm") & (df["sampler"] == "heun[steps=5]")]["value"]
-    assert heun.iloc[0]["edm"].endswith("(n=1)") and heun.iloc[0]["edm"].startswith(f"{cell.iloc[0]:.3g} ± 0")
+    sequential = set(table["sampler"])
+    column = df[(df["metric"] == "mmd") & (df["loss"] == "edm") & df["sampler"].str.split("[").str[0].isin(sequential)]
+    number = NumberFormat.for_values(column["value"])
+    assert heun.iloc[0]["edm"] == f"{number(cell.iloc[0])} ± {number(0.0)} (n=1)"
     assert churn_table(df, "mmd") is None
     text = render([runs["sequential"]])
     assert "MMD^2 against NFE" in text and "against S_churn" not in text
@@ -86,7 +89,7 @@ def test_stochastic_suite_table_quality_against_churn(runs):
 def test_sweep_tables_mean_std_and_best_on_synthetic_records():
     rows = []
     for loss, base in (("a", 0.10), ("b", 0.05)):
-        for seed, noise in enumerate((0.0, 0.01, 0.02)):
+        for seed, noise in enumerate((0.0, 0.001, 0.002)):
             for steps in (5, 10):
                 cell = f"d/m/{loss}/heun[steps={steps}]/seed={seed}"
                 common = {"suite": "s", "suite_version": 1, "cell": cell, "dataset": "d", "model": "m",
@@ -96,5 +99,11 @@ def test_sweep_tables_mean_std_and_best_on_synthetic_records():
                 rows.append({**common, "metric": "mmd", "value": base / steps + noise, "higher_is_better": False})
     table = nfe_table(pd.DataFrame(rows), "mmd")
     assert list(table["NFE"]) == [9, 19]
-    assert table.loc[0, "a"] == "0.03 ± 0.01 (n=3)" and table.loc[0, "b"] == "0.02 ± 0.01 (n=3)"
+    # one format per column: 3 significant digits of its smallest mean (a: 0.011, b: 0.006)
+    assert table.loc[0, "a"] == "0.0210 ± 0.0010 (n=3)" and table.loc[1, "a"] == "0.0110 ± 0.0010 (n=3)"
+    assert table.loc[0, "b"] == "0.01100 ± 0.00100 (n=3)" and table.loc[1, "b"] == "0.00600 ± 0.00100 (n=3)"
+    # b is ahead by 0.01 and 0.005, more than the spread (0.001): bold in both rows
     assert table.attrs["best"] == {(0, "b"), (1, "b")}
+    wide = [r if r["metric"] != "mmd" or r["loss"] != "b" else {**r, "value": r["value"] + 0.02 * (r["seed"] - 1)}
+            for r in rows]                                     # b's spread (0.02) now exceeds the gaps
+    assert nfe_table(pd.DataFrame(wide), "mmd").attrs["best"] == set()

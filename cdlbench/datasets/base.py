@@ -14,6 +14,13 @@ class Dataset:
     is_image: bool = False
     #: True when `exact_eps` is available
     has_exact_score: bool = False
+    #: number of classes of a labelled set (None: unlabelled or known once loaded)
+    num_classes: int | None = None
+
+    def reference_key(self) -> str | None:
+        """Names the reference split for cached metric statistics (FID/KID features); None: the
+        runner derives one from the dataset's parameters."""
+        return None
 
     def __init__(self, n_train: int = 100_000):
         self.n_train = int(n_train)

@@ -1,7 +1,8 @@
 """Loss protocol: `loss(denoiser, x0, *, generator, labels=None) -> LossOutput(per_sample, parts)`
 (labels [N]: the class of each row of x0, given only to a class-conditional denoiser).
 
-Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnostics."""
+Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnostics as detached
+0-d tensors (reading them back would wait for the GPU on every step; the trainer does not)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import torch
 @dataclass
 class LossOutput:
     per_sample: torch.Tensor                       # [N]
-    parts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)   # 0-d, detached
 
 
 def vp_noise(x0: torch.Tensor, logsnr: torch.Tensor, generator: torch.Generator | None):

@@ -83,5 +83,5 @@ class ContrastiveDiffusionLoss:
         per_sample = self.base_weight * base.per_sample
         per_sample = per_sample + F.pad(self.weight * n * cdl, (0, n - k))
         parts = dict(base.parts)
-        parts.update({"cdl": cdl.sum().item(), "classifier_acc": ((logit > 0) == (label > 0)).float().mean().item()})
+        parts.update({"cdl": cdl.sum().detach(), "classifier_acc": ((logit > 0) == (label > 0)).float().mean().detach()})
         return LossOutput(per_sample, parts)

@@ -21,4 +21,4 @@ class DDPMLoss:
         a = self.logsnr.to(x0.device)[t]
         z, eps = vp_noise(x0, a, generator)
         per_sample = (eps - denoiser.eps(z, a, labels)).pow(2).flatten(1).mean(1)
-        return LossOutput(per_sample, {"mse": per_sample.mean().item()})
+        return LossOutput(per_sample, {"mse": per_sample.mean().detach()})

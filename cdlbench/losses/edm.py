@@ -33,4 +33,4 @@ class EDMLoss:
         weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2                                 # lambda(sigma)
         d_hat = denoiser.x0(x0 + sigma.view(view) * noise, sigma, labels)
         per_sample = weight * (d_hat - x0).pow(2).flatten(1).sum(1)                         # [N]
-        return LossOutput(per_sample, {"edm": per_sample.mean().item()})
+        return LossOutput(per_sample, {"edm": per_sample.mean().detach()})

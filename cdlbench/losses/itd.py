@@ -30,4 +30,4 @@ class ITDLoss:
         z, a_net, _ = noisy_inputs(x0, a, eps)
         eps_hat = denoiser.eps(z, a_net, labels).reshape(eps.shape)         # one point per sample: rows = samples
         nll = nll_from_integrand(itd_integrand(eps, eps_hat, a, self.log_var), a, self.proposal, self.log_var)
-        return LossOutput(nll, {"nll": nll.mean().item()})
+        return LossOutput(nll, {"nll": nll.mean().detach()})

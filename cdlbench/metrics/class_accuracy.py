@@ -12,6 +12,7 @@ import inspect
 import torch
 
 from ..registry import METRICS
+from .base import Metric
 from ..specs import MetricSpec
 
 
@@ -22,11 +23,9 @@ def class_accuracy(predicted: torch.Tensor, requested: torch.Tensor) -> float:
 
 @METRICS.register("class_accuracy", spec=MetricSpec(unit="fraction", higher_is_better=True, label="class accuracy",
                                                     needs=("labels", "classifier"), context=("dataset", "labels")))
-class ClassAccuracy:
+class ClassAccuracy(Metric):
     """Fraction of class-conditional samples that the dataset's classifier assigns to their requested class."""
 
-    unit, higher_is_better = "", True
-    per_iteration = False      # the Picard trace carries no labels of its own; scored on final samples
 
     def __init__(self, cache_dir=None):
         self.cache_dir = cache_dir

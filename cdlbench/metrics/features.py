@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UserError
+from .base import Metric
 from ..models.digits_classifier import default_cache_dir, to_uint8
 
 INCEPTION = "inception-v3-compat"
@@ -180,15 +182,14 @@ def reference_features(images: torch.Tensor, extractor: str, *, key: str | None,
     return feats
 
 
-class FeatureMetric:
+class FeatureMetric(Metric):
     """Shared plumbing of FID and KID: generated and reference features through torch-fidelity.
 
     Runtime context (from the runner, not the suite): device, cache_dir, reference_key."""
 
-    unit = ""
-    higher_is_better = False
-    per_iteration = False          # no per-Picard-iteration curve (features are costly)
-    reference_samples = None       # the whole reference split, not a subsample
+    def reference_size(self, cell_samples: int) -> None:
+        """The whole reference split, not a subsample."""
+        return None
 
     def __init__(self, extractor: str, n_samples: int, batch_size: int, inception_weights: str | None,
                  device=None, cache_dir=None, reference_key: str | None = None):
@@ -207,7 +208,7 @@ class FeatureMetric:
             if params.get("extractor") == INCEPTION:
                 resolve_inception_weights(params.get("inception_weights"))
         except (ImportError, MissingWeightsError) as exc:
-            raise RuntimeError(str(exc)) from None
+            raise UserError(str(exc)) from None
 
     def features(self, samples: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(generated [n, F], reference [m, F]) features, the reference ones cached."""

@@ -7,6 +7,7 @@ import math
 import torch
 
 from ..registry import METRICS
+from .base import Metric
 from ..specs import MetricSpec
 
 
@@ -57,11 +58,9 @@ def _threshold_ok(v):
 @METRICS.register("mmd", constraints={"bandwidth": _bandwidth_ok, "threshold": _threshold_ok,
                                       "n_samples": lambda v: None if v >= 2 else "must be >= 2"},
                   spec=MetricSpec(label="MMD^2", per_iteration=True, headline=1))
-class MMD:
+class MMD(Metric):
     """Unbiased MMD^2 to data points; with Picard, also per iteration and iterations to a threshold."""
 
-    unit = ""
-    higher_is_better = False
 
     def __init__(self, bandwidth: float | str = "median", n_samples: int = 2000, threshold: float | None = None):
         self.bandwidth, self.n_samples, self.threshold = bandwidth, int(n_samples), threshold

@@ -21,6 +21,7 @@ import torch
 from ..denoiser import Denoiser
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import METRICS
+from .base import Metric
 from ..specs import MetricSpec
 
 
@@ -136,12 +137,9 @@ def merge_sequential(paths: np.ndarray) -> np.ndarray:
                     parts={"id": ("score error, high-density", ""), "ood": ("score error, OOD", ""),
                            "path": ("score error on path", ""), "path_ood": ("score error on path, OOD part", ""),
                            "path_ood_fraction": ("path evals OOD", "fraction")}))
-class ScoreError:
+class ScoreError(Metric):
     """|model score - exact score| in and out of the forward process's high-density region, and along the sampler's path."""
 
-    unit = ""
-    higher_is_better = False
-    per_iteration = False          # no per-Picard-iteration curve
 
     def __init__(self, z_range: float = 30.0, z_points: int = 241, t_stride: int = 2, coverage: float = 0.99,
                  n_paths: int | None = 256, plot_paths: int = 12):

@@ -3,6 +3,11 @@
 An entry applies to a report row when its `match` (component names and p_* parameters) agrees;
 its `settings` are the conditions the number was produced under: where ours differ (sample count,
 steps, training length), the comparison is said to cross settings and the differences are listed.
+Some settings define what a number measures (an MMD kernel bandwidth; the accelerator of a
+wall-clock time): where one of those differs, the verdict is "not comparable" and no difference is
+given. An entry says which per metric (`comparable_only_if: {metric: [setting, ...]}`, or a list
+for all its metrics); the file's top-level `comparable_only_if` is the default of every entry, and
+a metric's declared figure (cdlbench/figures.py: Figure.comparable_only_if) the default of those.
 """
 from __future__ import annotations
 
@@ -12,8 +17,12 @@ from pathlib import Path
 
 import yaml
 
+from ..figures import figure
+
 PROVENANCE = ("paper", "reference_code", "third_party")
-ENTRY_KEYS = ("id", "experiment", "provenance", "source", "match", "settings", "values", "censored", "note")
+ENTRY_KEYS = ("id", "experiment", "provenance", "source", "match", "settings", "values", "censored", "note",
+              "comparable_only_if")
+FILE_KEYS = ("sources", "entries", "claims", "comparable_only_if")
 NAME_KEYS = ("dataset", "model", "loss", "sampler")
 
 
@@ -32,6 +41,13 @@ class Baseline:
     values: dict
     censored: tuple = ()
     note: str = ""
+    comparable_only_if: dict = field(default_factory=dict)    # metric -> settings that must agree
+
+    def only_if(self, metric: str) -> tuple:
+        """The settings that must agree for `metric` to be compared at all."""
+        if metric in self.comparable_only_if:
+            return tuple(self.comparable_only_if[metric])
+        return tuple(figure(metric).comparable_only_if)
 
     def provenance_text(self) -> str:
         return {"paper": "paper", "reference_code": "reference code",
@@ -49,6 +65,8 @@ class Comparison:
     delta: float | None
     verdict: str
     crossed: list = field(default_factory=list)   # "p_train_steps: ours 20000, reference 782000"
+    blocking: list = field(default_factory=list)  # crossed settings that make it "not comparable" (keys)
+    blocking_text: list = field(default_factory=list)
 
 
 def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
@@ -57,7 +75,11 @@ def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise BaselineError(f"{path}: expected a mapping with an 'entries' list")
+    unknown = set(data) - set(FILE_KEYS)
+    if unknown:
+        raise BaselineError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {', '.join(FILE_KEYS)}")
     sources = data.get("sources") or {}
+    defaults = _only_if(data.get("comparable_only_if"), f"{path}: comparable_only_if", None)
     out = []
     for i, e in enumerate(data["entries"]):
         where = f"{path}: entries[{i}]"
@@ -70,10 +92,32 @@ def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
             raise BaselineError(f"{where}.source: {e.get('source')!r} is not described under 'sources'")
         if not isinstance(e.get("values"), dict) or not e["values"]:
             raise BaselineError(f"{where}.values: must be a non-empty mapping metric -> number")
+        settings = dict(e.get("settings") or {})
+        own = _only_if(e.get("comparable_only_if"), f"{where}.comparable_only_if", list(e["values"]))
+        for metric, keys in own.items():
+            missing = [k for k in keys if k not in settings]
+            if missing:
+                raise BaselineError(f"{where}.comparable_only_if.{metric}: {', '.join(missing)} not under 'settings' "
+                                    f"(the reference's value of a setting that must agree is needed)")
         out.append(Baseline(str(e.get("id", i)), e.get("experiment", ""), e["provenance"], e["source"],
-                            dict(e.get("match") or {}), dict(e.get("settings") or {}), dict(e["values"]),
-                            tuple(e.get("censored") or ()), e.get("note", "")))
+                            dict(e.get("match") or {}), settings, dict(e["values"]),
+                            tuple(e.get("censored") or ()), e.get("note", ""),
+                            {**{m: k for m, k in defaults.items() if m in e["values"]}, **own}))
     return out, sources
+
+
+def _only_if(value, where: str, metrics: list | None) -> dict:
+    """comparable_only_if as {metric: (setting, ...)}: a mapping, or (in an entry, `metrics` given)
+    a list of settings for every metric of the entry."""
+    if value is None:
+        return {}
+    if isinstance(value, list) and metrics is not None:
+        value = {m: value for m in metrics}
+    if not isinstance(value, dict) or not all(isinstance(v, list) and all(isinstance(k, str) for k in v)
+                                              for v in value.values()):
+        raise BaselineError(f"{where}: must be a mapping metric -> list of settings (p_<component>_<key>)"
+                            + (" or one list for every metric" if metrics is not None else ""))
+    return {str(m): tuple(v) for m, v in value.items()}
 
 
 def component_name(label: str) -> str:
@@ -102,14 +146,21 @@ def _show(v) -> str:
     return "unset" if v is None else str(v)
 
 
-def crossed_settings(b: Baseline, row: dict) -> list[str]:
-    """Settings of the reference that our row does not share."""
+def crossed_settings(b: Baseline, row: dict, keys=None) -> list[str]:
+    """Settings of the reference (all, or those of `keys`) that our row does not share."""
     out = []
     for key, want in b.settings.items():
+        if keys is not None and key not in keys:
+            continue
         have = row.get(key, None)
         if not _same(have, want):
             out.append(f"{key.removeprefix('p_')}: ours {_show(have)}, reference {_show(want)}")
     return out
+
+
+def blocking_settings(b: Baseline, row: dict, metric: str) -> list[str]:
+    """The settings that must agree for `metric` (Baseline.only_if) and do not."""
+    return [k for k in b.only_if(metric) if k in b.settings and not _same(row.get(k), b.settings[k])]
 
 
 def verdict(ours: float | None, ref: float | None, higher_is_better: bool) -> tuple[float | None, str]:
@@ -128,13 +179,17 @@ def verdict(ours: float | None, ref: float | None, higher_is_better: bool) -> tu
 
 def compare_metric(baselines: list[Baseline], row: dict, metric: str, stats: dict) -> Comparison | None:
     """Our summary `stats` (mean, n, n_runs, higher_is_better) of `metric` on report row `row`
-    (labels plus p_* parameters) against the applicable entry with the fewest crossed settings."""
+    (labels plus p_* parameters) against the applicable entry with the fewest settings that make
+    it not comparable, then the fewest crossed settings. Where a setting that must agree differs,
+    the verdict is "not comparable" and there is no difference."""
     cands = [b for b in baselines if metric in b.values and matches(b, row)]
     if not cands:
         return None
-    b = min(cands, key=lambda c: len(crossed_settings(c, row)))
+    b = min(cands, key=lambda c: (len(blocking_settings(c, row, metric)), len(crossed_settings(c, row))))
     ref = b.values[metric]
     ref = None if (ref is None or metric in b.censored) else float(ref)
     ours = None if stats["n"] == 0 else float(stats["mean"])
-    d, word = verdict(ours, ref, bool(stats["higher_is_better"]))
-    return Comparison(metric, ours, stats["n"], stats["n_runs"], ref, b, d, word, crossed_settings(b, row))
+    blocking = blocking_settings(b, row, metric)
+    d, word = (None, "not comparable") if blocking else verdict(ours, ref, bool(stats["higher_is_better"]))
+    return Comparison(metric, ours, stats["n"], stats["n_runs"], ref, b, d, word, crossed_settings(b, row),
+                      blocking, crossed_settings(b, row, set(blocking)))

@@ -1,11 +1,17 @@
 """The paper's figures as PNGs (matplotlib, headless Agg backend), drawn from a run directory.
 
-- figure1_*: |model score - exact score| heat map over (t, z) with Picard iterates on top (Figure 1);
-- figure3_*: final samples beside the data, one panel per loss (Figure 3); image data: sample grids;
-- figure4_*: MMD against Picard iteration per loss, mean ± std over seeds (Figure 4);
-- figure5_*: quality (FID, else MMD) against denoiser evaluations (Figure 5), when NFE varies;
+- figure1_*: |model score - exact score| heat map over (t, z) with the iterates of a parallel sampler
+  on top and its sequential twin's paths (Figure 1);
+- figure3_*: final samples beside the training data, one row per seed, one panel per loss (Figure 3);
+  image data: sample grids;
+- figure4_*: a quality metric against the iterations of a parallel sampler per loss, mean ± std over
+  seeds, converged runs carried forward, with the sequential twin's final value (Figure 4);
+- figure5_*: quality (the headline quality figure) against denoiser evaluations (Figure 5), when NFE varies;
 - figure6_*: quality against S_churn (Figure 6), when the records hold an S_churn sweep.
-Every figure has a fixed size (PANEL inches per panel at DPI), so tests can check the PNG size.
+Which sampler is parallel, its sequential twin, and which metric is a quality figure come from the
+components' declarations (cdlbench/figures.py). Every figure has a fixed size (PANEL inches per
+panel at DPI), so tests can check the PNG size, and carries its title and a description in the
+PNG's text chunks (Title, Description), which the html report uses as the caption.
 """
 from __future__ import annotations
 
@@ -20,13 +26,20 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..figures import figure, is_parallel, is_sampler, sampler_name, sequential_twin  # noqa: E402
+from .markup import SUPERSCRIPT  # noqa: E402
+
 DPI = 100
 PANEL = (3.6, 3.2)          # inches per panel (width, height)
-QUALITY = ("fid", "mmd")    # preferred quality metric, first present wins
 
 
 def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", str(text)).strip("_")
+
+
+def math_label(label: str) -> str:
+    """A declared label for matplotlib: 'MMD^2' -> 'MMD$^{2}$'."""
+    return SUPERSCRIPT.sub(lambda m: f"$^{{{m.group(1)}}}$", str(label))
 
 
 def new_figure(ncols: int, nrows: int = 1):
@@ -35,18 +48,23 @@ def new_figure(ncols: int, nrows: int = 1):
     return fig, axes
 
 
-def save(fig, path: Path) -> Path:
+def save(fig, path: Path, title: str = "", description: str = "") -> Path:
+    """Write the PNG (its size stays PANEL * panels * DPI: no bbox_inches="tight") with its title
+    and description as PNG text, for captions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)          # no bbox_inches="tight": the size stays PANEL * panels * DPI
+    meta = {k: v for k, v in (("Title", title), ("Description", description)) if v}
+    fig.savefig(path, dpi=DPI, metadata=meta)
     plt.close(fig)
     return path
 
 
 # ---------------------------------------------------------------- saved samples
 def load_samples(run_dirs, records: pd.DataFrame) -> list[dict]:
-    """Every RUN_DIR/samples/*.npz as a dict with its cell's dataset, model, loss, sampler, seed."""
+    """Every RUN_DIR/samples/*.npz as a dict with its cell's dataset, model, loss, sampler, seed
+    and sampler parameters (p_sampler_*)."""
     ident = records.drop_duplicates("cell").set_index("cell") if "cell" in records.columns else None
     order = {c: i for i, c in enumerate(ident.index)} if ident is not None else {}
+    params = [c for c in records.columns if str(c).startswith("p_sampler_")]
     out = []
     for d in run_dirs:
         for f in sorted((Path(d) / "samples").glob("*.npz")):
@@ -59,7 +77,8 @@ def load_samples(run_dirs, records: pd.DataFrame) -> list[dict]:
                 continue
             r = ident.loc[cell]
             out.append({**blob, "cell": cell, "order": order[cell],
-                        **{k: r[k] for k in ("dataset", "model", "loss", "sampler", "seed")}})
+                        **{k: r[k] for k in ("dataset", "model", "loss", "sampler", "seed")},
+                        **{k: r[k] for k in params}})
     return out
 
 
@@ -73,13 +92,17 @@ def _points_panel(ax, pts: np.ndarray, title: str, lims=None) -> None:
     pts = pts.reshape(pts.shape[0], -1)
     if pts.shape[1] == 1:                                    # 1-D: histogram
         ax.hist(pts[:, 0], bins=80, range=lims, density=True, color="C0")
+        ax.set_xlabel("x", fontsize=8)
+        ax.set_ylabel("density", fontsize=8)
     else:                                                    # 2-D (first two coordinates)
         ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5)
         if lims is not None:
             ax.set_xlim(*lims)
             ax.set_ylim(*lims)
         ax.set_aspect("equal")
-    ax.set_title(title, fontsize=9)
+        ax.set_xlabel("$x_1$", fontsize=8)
+        ax.set_ylabel("$x_2$", fontsize=8)
+    ax.set_title(title, fontsize=8)
 
 
 def image_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
@@ -97,69 +120,198 @@ def image_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
+def figure3_grid(group: list[dict]) -> list[list[tuple[str, np.ndarray | None]]]:
+    """The panels of one Figure 3 (items of one dataset and sampler): one row per seed, of
+    (title, points or images; None where a cell is missing): first the training data that the
+    seed's cells compared their samples with (their saved `data`, where saved), then one panel per
+    (model,) loss in the records' order, titled with loss, sampler and seed."""
+    group = sorted(group, key=lambda it: it["order"])
+    several_models = len({g["model"] for g in group}) > 1
+    columns = list(dict.fromkeys((it["model"], it["loss"]) for it in group))
+    by = {(int(it["seed"]), (it["model"], it["loss"])): it for it in group}
+    with_data = [it for it in group if "data" in it]
+    rows = []
+    for seed in sorted({int(it["seed"]) for it in group}):
+        cells = [by.get((seed, key)) for key in columns]
+        row = []
+        if with_data:
+            source = next((it for it in cells if it is not None and "data" in it), with_data[0])
+            what = "images" if source["data"].ndim == 4 else "points"
+            row.append((f"training data, {source['data'].shape[0]} {what} · seed {source['seed']}", source["data"]))
+        for (model, loss), it in zip(columns, cells):
+            name = f"{loss} ({model})" if several_models else str(loss)
+            sampler = group[0]["sampler"]
+            row.append((f"{name} · {sampler} · seed {seed}" + ("" if it is not None else ": no samples"),
+                        None if it is None else it["samples"]))
+        rows.append(row)
+    return rows
+
+
 def figure3_samples(items: list[dict], out: Path) -> list[Path]:
-    """Figure 3: per (dataset, sampler), the data then one panel per loss (lowest seed)."""
+    """Figure 3: per (dataset, sampler), one row per seed: the training data the metric compared
+    the samples with (the cell's saved `data`: points of the training set, e.g. the jittered dino,
+    not its base points), then one panel per loss, all on the data's axes (figure3_grid)."""
     written = []
     groups: dict = {}
     for it in items:
         groups.setdefault((it["dataset"], it["sampler"]), []).append(it)
     for (ds, sampler), group in groups.items():
-        group = _first_seed(group)
+        grid = figure3_grid(group)
         is_image = group[0]["samples"].ndim == 4
-        panels = ([("data", group[0]["data"])] if "data" in group[0] else []) + \
-                 [(f"{it['loss']} ({it['model']})" if len({g['model'] for g in group}) > 1 else it["loss"], it["samples"])
-                  for it in group]
-        fig, axes = new_figure(len(panels))
+        lims = None
         if not is_image:              # the data's frame (samples far outside it are off the panel)
-            base = (group[0]["data"] if "data" in group[0] else np.concatenate([p for _, p in panels]))
-            lo, hi = np.percentile(base.reshape(base.shape[0], -1), [0, 100])
+            arrays = [it["data"] for it in group if "data" in it] or [it["samples"] for it in group]
+            lo, hi = np.percentile(np.concatenate([a.reshape(a.shape[0], -1) for a in arrays]), [0, 100])
             pad = 0.25 * (hi - lo) + 1e-6
             lims = (float(lo - pad), float(hi + pad))
-        for ax, (title, pts) in zip(axes[0], panels):
-            if is_image:
-                ax.imshow(image_grid(pts), cmap="gray")
-                ax.axis("off")
-                ax.set_title(title, fontsize=9)
-            else:
-                _points_panel(ax, pts, title, lims)
-        fig.suptitle(f"{ds} · {sampler} · seed {group[0]['seed']}", fontsize=10)
+        fig, axes = new_figure(len(grid[0]), len(grid))
+        for r, row in enumerate(grid):
+            for q, (title, arr) in enumerate(row):
+                if arr is None:
+                    axes[r, q].axis("off")
+                    axes[r, q].set_title(title, fontsize=8)
+                else:
+                    _panel(axes[r, q], arr, title, is_image, lims)
+        fig.suptitle(f"{ds}: samples of {sampler} per loss (columns) and seed (rows), beside the training data",
+                     fontsize=10)
         prefix = "samples_grid" if is_image else "figure3_samples"
-        written.append(save(fig, out / f"{prefix}_{safe_name(ds)}_{safe_name(sampler)}.png"))
+        written.append(save(fig, out / f"{prefix}_{safe_name(ds)}_{safe_name(sampler)}.png",
+                            f"Figure 3 · {ds}: samples of {sampler} beside the training data",
+                            "One row per seed. First panel of a row: the training data that the metric "
+                            "compared the samples with (drawn from the training distribution, jitter included "
+                            "where the dataset jitters); then one panel per loss on the same axes."))
     return written
 
 
-# ---------------------------------------------------------------- Figure 4: MMD per Picard iteration
-def figure4_mmd_curves(curves: pd.DataFrame, out: Path, metric: str = "mmd") -> list[Path]:
-    if curves.empty or "metric" not in curves.columns or not (curves["metric"] == metric).any():
+def _panel(ax, arr: np.ndarray, title: str, is_image: bool, lims) -> None:
+    if is_image:
+        ax.imshow(image_grid(arr), cmap="gray")
+        ax.axis("off")
+        ax.set_title(title, fontsize=8)
+    else:
+        _points_panel(ax, arr, title, lims)
+
+
+# ---------------------------------------------------------------- Figure 4: quality per parallel iteration
+def iteration_stats(curve: pd.DataFrame, converged: dict | None = None) -> pd.DataFrame:
+    """Per iteration x of one series (curve rows of several runs, one run per `cell`): mean, std
+    (ddof 1; 0 for one run), n (runs with a value at x) and carried (of those, runs past their last
+    iteration). A converged run's samples no longer change, so its last value is carried forward
+    to the longest run's last iteration; a run that stopped without converging (`converged[cell]`
+    false) is not carried and leaves n instead."""
+    c = curve.drop_duplicates(["cell", "x"], keep="last")
+    wide = c.pivot(index="x", columns="cell", values="value").sort_index().astype(float)
+    observed = wide.notna()
+    until_last = observed.astype(int).iloc[::-1].cummax().iloc[::-1].astype(bool)     # at or before the last value
+    filled = wide.ffill()
+    after = ~until_last
+    for cell in wide.columns:
+        if converged is not None and not converged.get(cell, True):
+            filled.loc[after[cell], cell] = np.nan
+    n = filled.notna().sum(axis=1)
+    return pd.DataFrame({"x": wide.index.to_numpy(), "mean": filled.mean(axis=1).to_numpy(),
+                         "std": filled.std(axis=1, ddof=1).fillna(0.0).to_numpy(), "n": n.to_numpy(),
+                         "carried": (after & filled.notna()).sum(axis=1).to_numpy()})
+
+
+def series_label(name: str, stats: pd.DataFrame) -> str:
+    """Legend text of one Figure 4 line: its runs (n, or its range where runs that stopped without
+    converging drop out) and whether converged runs are carried forward."""
+    lo, hi = int(stats["n"].min()), int(stats["n"].max())
+    runs = f"n={hi}" if lo == hi else f"n={hi} to {lo}"
+    note = "; converged runs carried forward (dashed)" if (stats["carried"] > 0).any() else ""
+    return f"{name} ({runs} runs{note})"
+
+
+def _converged(records: pd.DataFrame | None) -> dict | None:
+    if records is None or "metric" not in records.columns or not (records["metric"] == "converged").any():
+        return None
+    rows = records[records["metric"] == "converged"].drop_duplicates("cell")
+    return {c: bool(v) for c, v in zip(rows["cell"], pd.to_numeric(rows["value"], errors="coerce").fillna(0) > 0)}
+
+
+def twin_final(records: pd.DataFrame | None, cells, metric: str) -> tuple[str, float, int] | None:
+    """(sampler label, mean, n) of `metric` of the sequential twin (SamplerSpec.fixed_point) of the
+    parallel cells `cells` (one dataset, model and loss), from the records; None without one."""
+    if records is None or not len(cells):
+        return None
+    mine = records[records["cell"].isin(set(cells))]
+    if mine.empty:
+        return None
+    first = mine.iloc[0]
+    twin = sequential_twin(first)
+    if twin is None:
+        return None
+    same = records[(records["metric"] == metric) & (records["dataset"] == first["dataset"])
+                   & (records["model"] == first["model"]) & (records["loss"] == first["loss"])]
+    same = same[[is_sampler(r, *twin) for _, r in same.iterrows()]] if len(same) else same
+    values = pd.to_numeric(same["value"], errors="coerce").dropna() if len(same) else pd.Series([], dtype=float)
+    if values.empty:
+        return None
+    return str(same["sampler"].iloc[0]), float(values.mean()), int(len(values))
+
+
+def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None) -> list[Path]:
+    """Figure 4: per quality metric with a per-iteration curve and (dataset, parallel sampler), the
+    metric against the sampler's iterations, one line per loss (mean ± std over seeds; converged
+    runs carried forward, dashed where any is), and dotted the sequential twin's final value."""
+    if curves.empty or "metric" not in curves.columns:
         return []
-    c = curves[curves["metric"] == metric]
     written = []
-    for (ds, sampler), g in c.groupby(["dataset", "sampler"], sort=False):
-        fig, axes = new_figure(1)
-        ax = axes[0, 0]
-        for i, (loss, lg) in enumerate(g.groupby("loss", sort=False)):
-            stats = lg.groupby("x")["value"].agg(["mean", "std", "count"]).sort_index()
-            x, m, s = stats.index.to_numpy(), stats["mean"].to_numpy(), stats["std"].fillna(0).to_numpy()
-            ax.plot(x, m, color=f"C{i}", label=f"{loss} (n={lg['seed'].nunique()})")
-            ax.fill_between(x, np.clip(m - s, 1e-12, None), m + s, color=f"C{i}", alpha=0.2)
-        thr = g.get("p_metric_threshold")
-        if thr is not None and thr.notna().any():
-            ax.axhline(float(thr.dropna().iloc[0]), color="k", ls="--", lw=0.8, label="threshold")
-        ax.set_yscale("log")
-        ax.set_xlabel("Picard iteration")
-        ax.set_ylabel("MMD$^2$ (mean ± std over seeds)")
-        ax.set_title(f"{ds} · {sampler}", fontsize=9)
-        ax.legend(fontsize=8)
-        written.append(save(fig, out / f"figure4_mmd_vs_iteration_{safe_name(ds)}_{safe_name(sampler)}.png"))
+    converged = _converged(records)
+    for metric in [m for m in dict.fromkeys(curves["metric"]) if figure(m).quality]:
+        c = curves[curves["metric"] == metric]
+        label = math_label(figure(metric).label)
+        for (ds, sampler), g in c.groupby(["dataset", "sampler"], sort=False):
+            fig, axes = new_figure(1)
+            ax = axes[0, 0]
+            several_models = g["model"].nunique() > 1 if "model" in g.columns else False
+            keys = ["model", "loss"] if several_models else ["loss"]
+            for i, (key, lg) in enumerate(g.groupby(keys, sort=False)):
+                name = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
+                t = iteration_stats(lg, converged)
+                x, m, s = t["x"].to_numpy(), t["mean"].to_numpy(), t["std"].to_numpy()
+                carried = t["carried"].to_numpy() > 0
+                solid = ~carried | np.r_[carried[1:] & ~carried[:-1], False]     # up to where carrying starts
+                ax.plot(x[solid], m[solid], color=f"C{i}", label=series_label(name, t))
+                if carried.any():
+                    start = max(int(np.argmax(carried)) - 1, 0)
+                    ax.plot(x[start:], m[start:], color=f"C{i}", ls="--")
+                ax.fill_between(x, np.clip(m - s, 1e-12, None), m + s, color=f"C{i}", alpha=0.2)
+                twin = twin_final(records, lg["cell"].unique(), metric)
+                if twin is not None:
+                    tw_label, tw_mean, tw_n = twin
+                    ax.axhline(tw_mean, color=f"C{i}", ls=":", lw=1.0,
+                               label=f"{name}: {tw_label}, sequential twin (n={tw_n})")
+            thr = g.get("p_metric_threshold")
+            if thr is not None and thr.notna().any():
+                ax.axhline(float(thr.dropna().iloc[0]), color="k", ls="--", lw=0.8, label="threshold")
+            ax.set_yscale("log")
+            ax.set_xlabel(f"{sampler_name(sampler)} iteration (pass)")
+            ax.set_ylabel(f"{label} (mean ± std over seeds)")
+            ax.set_title(f"{ds} · {sampler}", fontsize=9)
+            ax.legend(fontsize=6)
+            written.append(save(
+                fig, out / f"figure4_{safe_name(metric)}_vs_iteration_{safe_name(ds)}_{safe_name(sampler)}.png",
+                f"Figure 4 · {ds}: {figure(metric).label} per iteration of {sampler}",
+                "Mean ± std over seeds per loss. A run that converged before the longest run keeps its final "
+                "value (its samples no longer change): the line is dashed where such values are carried "
+                "forward. Dotted: the final value of the sequential sampler this one converges to."))
     return written
+
+
+figure4_mmd_curves = figure4_curves          # the former name
 
 
 # ---------------------------------------------------------------- Figures 5 and 6: quality sweeps
 def _quality_metric(records: pd.DataFrame) -> str | None:
-    return next((m for m in QUALITY if (records["metric"] == m).any()), None)
+    """The headline quality figure among the records' metrics (lowest declared headline rank)."""
+    ranked = [(figure(m).headline, m) for m in dict.fromkeys(records["metric"]) if figure(m).headline is not None]
+    return min(ranked)[1] if ranked else None
 
 
-def _sweep_plot(table: pd.DataFrame, xcol: str, series: list[str], xlabel: str, q: str, title: str, path: Path):
+def _sweep_plot(table: pd.DataFrame, xcol: str, series: list[str], xlabel: str, q: str, title: str, path: Path,
+                caption: str = ""):
     fig, axes = new_figure(1)
     ax = axes[0, 0]
     for i, (key, g) in enumerate(table.groupby(series, sort=False)):
@@ -168,10 +320,11 @@ def _sweep_plot(table: pd.DataFrame, xcol: str, series: list[str], xlabel: str, 
         ax.errorbar(g[xcol], g["mean"], yerr=g["std"].fillna(0), marker="o", ms=3, capsize=2, color=f"C{i % 10}",
                     label=label)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"{q.upper() if q == 'fid' else 'MMD$^2$'} (mean ± std)")
+    ax.set_ylabel(f"{math_label(figure(q).label)} (mean ± std)")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
-    return save(fig, path)
+    return save(fig, path, f"{caption}: {title}" if caption else title,
+                "Mean ± std over seeds; one line per loss, sampler and further settings.")
 
 
 def _series(records: pd.DataFrame, rows: pd.DataFrame, swept: str) -> pd.Series:
@@ -204,7 +357,8 @@ def figure5_quality_vs_nfe(records: pd.DataFrame, out: Path) -> list[Path]:
         if t.empty:
             continue
         written.append(_sweep_plot(t, "nfe", ["series"], "denoiser evaluations (NFE)", q,
-                                   f"{ds}: quality vs NFE", out / f"figure5_quality_vs_nfe_{safe_name(ds)}.png"))
+                                   f"{ds}: quality vs NFE", out / f"figure5_quality_vs_nfe_{safe_name(ds)}.png",
+                                   f"Figure 5 · {figure(q).label}"))
     return written
 
 
@@ -229,7 +383,8 @@ def figure6_quality_vs_churn(records: pd.DataFrame, out: Path) -> list[Path]:
         if t.empty:
             continue
         written.append(_sweep_plot(t, "churn", ["series"], "S_churn", q, f"{ds}: quality vs S_churn",
-                                   out / f"figure6_quality_vs_schurn_{safe_name(ds)}.png"))
+                                   out / f"figure6_quality_vs_schurn_{safe_name(ds)}.png",
+                                   f"Figure 6 · {figure(q).label}"))
     return written
 
 
@@ -273,23 +428,32 @@ def _heatmap_panel(ax, it: dict, sequential: dict | None, vmin: float, vmax: flo
     return mesh
 
 
+def figure1_pairs(group: list[dict]) -> dict:
+    """loss -> (the cell drawn: a parallel sampler's where there is one, the cell of its sequential
+    twin (SamplerSpec.fixed_point) or None), for the items of one dataset and seed."""
+    pick = {}
+    for loss in dict.fromkeys(it["loss"] for it in group):
+        cand = [it for it in group if it["loss"] == loss]
+        par = [it for it in cand if is_parallel(it["sampler"])]
+        twin = sequential_twin(par[0]) if par else None
+        seq = [it for it in cand if twin is not None and is_sampler(it, *twin)]
+        pick[loss] = (par or cand)[0], (seq[0] if seq else None)
+    return pick
+
+
 def figure1_score_error(items: list[dict], out: Path) -> list[Path]:
-    """Figure 1: per dataset, one heat map per loss (Picard cell, lowest seed); Picard iterates
-    1, 2, 4, ... coloured by iteration (the last in white), the sequential paths dashed green (same
-    x_T and noise), the high-density region outlined in cyan."""
+    """Figure 1: per dataset, one heat map per loss (a parallel sampler's cell, lowest seed); its
+    iterates 1, 2, 4, ... coloured by iteration (the last in white), the paths of its sequential twin
+    (SamplerSpec.fixed_point: same grid, x_T and noise) dashed green, the high-density region
+    outlined in cyan."""
     have = [it for it in items if "score_error.grid" in it]
     if not have:
         return []
     written = []
     for ds in dict.fromkeys(it["dataset"] for it in have):
         group = _first_seed([it for it in have if it["dataset"] == ds])
-        losses = list(dict.fromkeys(it["loss"] for it in group))
-        pick = {}
-        for loss in losses:
-            cand = [it for it in group if it["loss"] == loss]
-            par = [it for it in cand if str(it["sampler"]).startswith("picard")]
-            seq = [it for it in cand if str(it["sampler"]).startswith("ddpm")]
-            pick[loss] = (par or cand)[0], (seq[0] if seq and par else None)
+        pick = figure1_pairs(group)
+        losses = list(pick)
         logs = np.concatenate([np.log10(np.maximum(p["score_error.grid"].ravel(), 1e-6)) for p, _ in pick.values()])
         vmin, vmax = np.percentile(logs, [1, 99.5])
         fig, axes = new_figure(len(losses))
@@ -300,7 +464,11 @@ def figure1_score_error(items: list[dict], out: Path) -> list[Path]:
             mesh = _heatmap_panel(ax, it, seq, vmin, vmax)
             ax.set_title(f"{loss} · {it['sampler']} · seed {it['seed']}", fontsize=9)
         fig.colorbar(mesh, ax=axes[0].tolist(), label="log10 |score error|")
-        written.append(save(fig, out / f"figure1_score_error_{safe_name(ds)}.png"))
+        written.append(save(fig, out / f"figure1_score_error_{safe_name(ds)}.png",
+                            f"Figure 1 · {ds}: score error over (t, z) with the sampler's paths",
+                            "Heat map: log10 |model score - exact score|; cyan: the high-density region; "
+                            "coloured: iterates 1, 2, 4, ... of the parallel sampler (last in white); "
+                            "dashed green: its sequential twin's paths from the same x_T and noise."))
     return written
 
 
@@ -313,7 +481,7 @@ def write_all(run_dirs, records: pd.DataFrame, curves: pd.DataFrame, out: str | 
     written = []
     written += figure1_score_error(items, out)
     written += figure3_samples(items, out)
-    written += figure4_mmd_curves(curves, out)
+    written += figure4_curves(curves, out, records)
     written += figure5_quality_vs_nfe(records, out)
     written += figure6_quality_vs_churn(records, out)
     return written

@@ -4,61 +4,56 @@
   column per loss (the paper's Heun deterministic comparison);
 - quality against S_churn: one row per churn value of EDM's stochastic sampler, one column per
   (loss, S_noise) (the paper's stochastic sweep).
-Each cell is mean +- std over seeds with n. Built from the long records of `report.load`."""
+Each cell is mean +- std over seeds with n, one number format per column; in each row the clearly
+best cell is bold (markup.clear_best). Samplers count as parallel or sequential by their declared
+SamplerSpec, metrics as quality figures by their MetricSpec (cdlbench/figures.py).
+Built from the long records of `report.load`."""
 from __future__ import annotations
 
 import math
 
 import pandas as pd
 
-# bookkeeping metrics (everything else with a value is a quality metric)
-NOT_QUALITY = {"iterations", "nfe", "wall_clock", "converged", "train_seconds", "train_final_loss", "_complete"}
-PARALLEL = {"picard"}
+from ..figures import figure, is_parallel, sampler_name
+from .markup import BOLD_RULE, Candidate, Markup, NumberFormat, clear_best, header
 
-
-def sampler_kind(label: str) -> str:
-    """'heun[steps=5]' -> 'heun'."""
-    return str(label).split("[", 1)[0]
+sampler_kind = sampler_name          # 'heun[steps=5]' -> 'heun'
 
 
 def quality_metrics(df: pd.DataFrame) -> list[str]:
-    names = [m for m in dict.fromkeys(df["metric"]) if m not in NOT_QUALITY and not str(m).endswith("_iters_to_threshold")]
-    return names
+    """The sample-quality figures among the records' metrics, in record order."""
+    return [m for m in dict.fromkeys(df["metric"]) if figure(m).quality]
 
 
-def _fmt(x: float) -> str:
-    if math.isnan(x):
-        return "-"
-    a = abs(x)
-    if x == 0:
-        return "0"
-    if a >= 100:
-        return f"{x:,.0f}"
-    return f"{x:.3g}" if a >= 1e-3 else f"{x:.2e}"
-
-
-def mean_std(values) -> str:
-    v = pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna()
+def _stats(values) -> tuple[float, float, int]:
+    """(mean, std with ddof 1 (0 for one value), n) of the numeric values."""
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").dropna()
     if v.empty:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, int(len(v))
+
+
+def mean_std(values, number: NumberFormat | None = None) -> str:
+    mean, std, n = _stats(values)
+    if n == 0:
         return "-"
-    std = v.std(ddof=1) if len(v) > 1 else 0.0
-    return f"{_fmt(v.mean())} ± {_fmt(std)} (n={len(v)})"
+    number = number or NumberFormat.for_values([mean])
+    return f"{number(mean)} ± {number(std)} (n={n})"
 
 
-def _mean(values) -> float:
-    v = pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna()
-    return float(v.mean()) if len(v) else math.nan
-
-
-def mark_best(table: pd.DataFrame, means: list[dict], higher_is_better: bool) -> pd.DataFrame:
-    """table.attrs['best'] = {(row, column)} of the best mean per row (none when all tie)."""
+def _fill(table: pd.DataFrame, stats: list[dict], higher_is_better: bool) -> pd.DataFrame:
+    """Write the stats {column: (mean, std, n)} of every row into the table as text, one number
+    format per column; table.attrs['best'] = {(row, column)} of each row's clearly best cell."""
+    columns = list(dict.fromkeys(c for row in stats for c in row))
+    for c in columns:
+        number = NumberFormat.for_values([row[c][0] for row in stats if c in row and row[c][2]],
+                                         [row[c][1] for row in stats if c in row and row[c][2] > 1])
+        table[c] = [("-" if row[c][2] == 0 else f"{number(row[c][0])} ± {number(row[c][1])} (n={row[c][2]})")
+                    if c in row else "-" for row in stats]
     best = set()
-    for i, m in enumerate(means):
-        finite = {c: v for c, v in m.items() if not math.isnan(v)}
-        if len(finite) < 2 or len(set(finite.values())) == 1:
-            continue
-        top = (max if higher_is_better else min)(finite.values())
-        best |= {(i, c) for c, v in finite.items() if v == top}
+    for i, row in enumerate(stats):
+        cands = [Candidate(c, m, s, n) for c, (m, s, n) in row.items() if n]
+        best |= {(i, c) for c in clear_best(cands, higher_is_better)}
     table.attrs["best"] = best
     return table
 
@@ -75,7 +70,8 @@ def _cells(df: pd.DataFrame) -> pd.DataFrame:
     cells = df.drop_duplicates("cell")[ident + params].set_index("cell")
     nfe = df[df["metric"] == "nfe"].drop_duplicates("cell").set_index("cell")["value"]
     cells["nfe"] = pd.to_numeric(nfe.reindex(cells.index), errors="coerce")
-    cells["kind"] = cells["sampler"].map(sampler_kind)
+    cells["kind"] = cells["sampler"].map(sampler_name)
+    cells["parallel"] = cells["sampler"].map(is_parallel).astype(bool)
     return cells.reset_index()
 
 
@@ -92,7 +88,7 @@ def nfe_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
     """Quality against NFE per loss for the sequential, non-churned samplers (None if < 2 NFE values)."""
     cells = _cells(df)
     churn, noise = _param(cells, "S_churn").fillna(0.0), _param(cells, "S_noise").fillna(1.0)
-    cells = cells[~cells["kind"].isin(PARALLEL) & (churn == 0) & (noise == 1.0)]   # S_noise acts only with churn
+    cells = cells[~cells["parallel"] & (churn == 0) & (noise == 1.0)]   # S_noise acts only with churn
     if cells["nfe"].nunique() < 2:
         return None
     values = df[df["metric"] == metric].drop_duplicates("cell").set_index("cell")["value"]
@@ -102,7 +98,7 @@ def nfe_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
     kind_order = {k: i for i, k in enumerate(dict.fromkeys(cells["kind"]))}      # suite order
     # the kind names a row unless two labels share (kind, steps): then the full label does
     ambiguous = cells.drop_duplicates("sampler").duplicated(["kind", "steps"], keep=False).any()
-    rows, means = [], []
+    rows, stats = [], []
     for key, g in cells.groupby(keys + ["kind", "sampler"], sort=False):
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(keys + ["_kind", "sampler"], key))
@@ -111,14 +107,12 @@ def nfe_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
         row["_order"] = kind_order[row.pop("_kind")]
         row["steps"] = "-" if g["steps"].isna().all() else int(g["steps"].iloc[0])
         row["NFE"] = int(g["nfe"].median())
-        for loss in losses:
-            row[f"{loss}"] = mean_std(g.loc[g["loss"] == loss, "value"])
         rows.append(row)
-        means.append({f"{loss}": _mean(g.loc[g["loss"] == loss, "value"]) for loss in losses})
+        stats.append({f"{loss}": _stats(g.loc[g["loss"] == loss, "value"]) for loss in losses})
     table = pd.DataFrame(rows)
     order = table.sort_values(keys + ["_order", "NFE"], kind="stable").index
     table = table.loc[order].drop(columns=["_order"]).reset_index(drop=True)
-    return mark_best(table, [means[i] for i in order], _direction(df, metric))
+    return _fill(table, [stats[i] for i in order], _direction(df, metric))
 
 
 def churn_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
@@ -126,7 +120,7 @@ def churn_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
     (None when fewer than two S_churn values were run)."""
     cells = _cells(df)
     churn = _param(cells, "S_churn")
-    cells = cells[churn.notna() & ~cells["kind"].isin(PARALLEL)]
+    cells = cells[churn.notna() & ~cells["parallel"]]
     steps = _param(cells, "steps")
     swept = cells.assign(_c=_param(cells, "S_churn"), _s=steps).groupby(["kind", "_s"])["_c"].transform("nunique")
     cells = cells[swept > 1]                               # only (sampler, steps) with a churn sweep
@@ -137,52 +131,40 @@ def churn_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
                          S_noise=_param(cells, "S_noise").fillna(1.0), steps=_param(cells, "steps"))
     keys = _context_keys(cells)
     columns = list(dict.fromkeys(zip(cells["loss"], cells["S_noise"])))
-    rows, means = [], []
+    rows, stats = [], []
     for key, g in cells.groupby(keys + ["kind", "steps", "S_churn"], sort=True):
         row = dict(zip(keys + ["sampler", "steps", "S_churn"], key))
         row["steps"] = int(row["steps"]) if not math.isnan(row["steps"]) else "-"
         row["S_churn"] = f"{row['S_churn']:g}"
         row["NFE"] = int(g["nfe"].median())
-        for loss, noise in columns:
-            sel = (g["loss"] == loss) & (g["S_noise"] == noise)
-            row[f"{loss}, S_noise={noise:g}"] = mean_std(g.loc[sel, "value"])
         rows.append(row)
-        means.append({f"{loss}, S_noise={noise:g}": _mean(g.loc[(g["loss"] == loss) & (g["S_noise"] == noise),
-                                                                          "value"]) for loss, noise in columns})
-    return mark_best(pd.DataFrame(rows), means, _direction(df, metric))
+        stats.append({f"{loss}, S_noise={noise:g}": _stats(g.loc[(g["loss"] == loss) & (g["S_noise"] == noise), "value"])
+                      for loss, noise in columns})
+    return _fill(pd.DataFrame(rows), stats, _direction(df, metric))
 
 
 def sweep_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) for every applicable sweep and quality metric."""
     out = []
-    from .tables import header                      # late: report imports this module
-
+    bold = BOLD_RULE.format(other="cell of its row")
     for metric in quality_metrics(df):
         name = header(metric)
         t = nfe_table(df, metric)
         if t is not None:
-            out.append((f"{name} against NFE: sequential samplers, one column per loss, best per row in bold", t))
+            out.append((f"{name} against NFE: sequential samplers, one column per loss; {bold}", t))
         t = churn_table(df, metric)
         if t is not None:
-            out.append((f"{name} against S_churn: EDM stochastic sampler, one column per (loss, S_noise), best per row in bold", t))
+            out.append((f"{name} against S_churn: EDM stochastic sampler, one column per (loss, S_noise); {bold}", t))
     return out
 
 
-def sweep_sections(df: pd.DataFrame, fmt: str) -> list[str]:
-    """The sweep tables as report sections in fmt (markdown, latex or html)."""
-    from .tables import _bold, _escape, _tabulate        # late: report imports this module
-
+def sweep_frames(df: pd.DataFrame, markup: Markup) -> list[tuple[str, pd.DataFrame]]:
+    """(escaped title, frame of display strings with the clearly best cells bold) per sweep table."""
     out = []
     for title, table in sweep_tables(df):
-        frame = table.astype(str).map(lambda v: _escape(v, fmt))
+        frame = table.astype(str).map(markup.escape)
         for i, col in table.attrs.get("best", ()):
-            frame.loc[i, col] = _bold(frame.loc[i, col], fmt)
-        frame.columns = [_escape(str(c), fmt) for c in frame.columns]
-        body = _tabulate(frame, fmt)
-        if fmt == "markdown":
-            out.append(f"### {title}\n\n{body}\n")
-        elif fmt == "latex":
-            out.append(f"% {_escape(title, fmt)}\n{body}\n")
-        else:
-            out.append(f"<h3>{_escape(title, fmt)}</h3>\n{body}\n")
+            frame.loc[i, col] = markup.bold(frame.loc[i, col])
+        frame.columns = [markup.escape(str(c)) for c in frame.columns]
+        out.append((markup.escape(title), frame))
     return out

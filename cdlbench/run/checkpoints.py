@@ -7,18 +7,24 @@ every tensor's name, dtype, shape and bytes). Loading uses `torch.load(weights_o
 field is a `CheckpointInvalid` with the reason, and the runner retrains. Files are written
 to a unique temporary name, fsynced and renamed, so a kill never leaves a half-written
 checkpoint under the real name and two runs sharing a cache never interleave writes.
+A kill between the write and the rename leaves `.<name>.<pid>.<hex>.tmp` behind;
+`clean_stale_temporaries` removes those of dead processes.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import time
 import uuid
 from pathlib import Path
 
 import torch
 
 CACHE_FORMAT = 2
+#: temporary name of an unfinished save: `.<name>.<pid>.<8 hex digits>.tmp` (save_checkpoint, train_state)
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<hex>[0-9a-f]{8})\.tmp$")
 
 
 class CheckpointInvalid(ValueError):
@@ -81,3 +87,38 @@ def load_checkpoint(path: str | Path, config: dict, map_location=None) -> dict:
     if map_location is not None:
         blob["state_dict"] = {k: v.to(map_location) for k, v in blob["state_dict"].items()}
     return blob
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:       # alive, another user's
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def clean_stale_temporaries(cache_dir: str | Path, min_age_s: float = 300.0) -> list[Path]:
+    """Remove the temporary files of interrupted saves in `cache_dir` (not recursive): names
+    `.<name>.<pid>.<hex>.tmp` unmodified for `min_age_s` seconds whose process is gone. A live
+    pid (the writer, or an unrelated process that reused it) keeps its file; the age covers a
+    writer on another machine sharing the directory. Returns the removed paths."""
+    cache_dir = Path(cache_dir)
+    if not cache_dir.is_dir():
+        return []
+    removed, now = [], time.time()
+    for path in cache_dir.iterdir():
+        match = TEMPORARY_NAME.match(path.name)
+        if match is None or not path.is_file():
+            continue
+        try:
+            if now - path.stat().st_mtime < min_age_s or _pid_alive(int(match["pid"])):
+                continue
+            path.unlink()
+        except FileNotFoundError:     # its writer renamed it, or another cleaner was first
+            continue
+        removed.append(path)
+    return removed

@@ -35,15 +35,11 @@ class World:
         return self.size > 1 and dist.is_available() and dist.is_initialized()
 
 
-DEFAULT_SAMPLE_BATCH = 250
-SAMPLE_BATCH_ENV = "CDLBENCH_SAMPLE_BATCH"
-
-
-def sample_batch_size() -> int:
-    """Samples per global batch: $CDLBENCH_SAMPLE_BATCH or 250 (never the world size: results
-    must not depend on it). Picard's iterations are counted per batch."""
-    value = os.environ.get(SAMPLE_BATCH_ENV, "")
-    return int(value) if value.strip().isdigit() and int(value) > 0 else DEFAULT_SAMPLE_BATCH
+def launched_by_torchrun() -> bool:
+    """torchrun (torch.distributed.elastic) started this process. RANK alone is not enough: Slurm
+    and other launchers set it too, and cdlbench's own workers must never join a process group
+    by accident (they divide the cells; torchrun's ranks divide one cell's samples)."""
+    return "TORCHELASTIC_RUN_ID" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 def world_from_env() -> World:

@@ -11,13 +11,15 @@ import os
 import time
 from pathlib import Path
 
+from ..errors import UserError
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 
-class RunLocked(RuntimeError):
+class RunLocked(UserError, RuntimeError):
     """Another process holds the run directory."""
 
 

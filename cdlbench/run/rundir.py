@@ -1,66 +1,577 @@
-"""Run directories: resolved config first, then append-only records.jsonl and curves.jsonl
-(one JSON object per line, flushed and fsynced per write), failures.jsonl for failed cells."""
+"""Run directories: the resolved suite first (`config.yaml`), then append-only `records.jsonl`
+and `curves.jsonl` (one JSON object per line) and `failures.jsonl` for failed cells.
+
+Commit protocol (one writer: the coordinator, holding the run lock). `commit_cell` appends a
+cell's curves to curves.jsonl, then the cell's rows and a marker row to records.jsonl in ONE
+write, flushed and fsynced:
+
+    {...identity of the cell..., "metric": "_complete", "value": n, "unit": "records",
+     "higher_is_better": null, "digest": sha256(canonical JSON of the n rows), "config_hash": ...}
+
+`digest` covers the n rows exactly as written (after NaN -> null), in order; `config_hash` is
+`suite_config_hash` of the resolved suite that made them. A kill leaves at most a prefix of one
+write (whole rows, then a truncated line); the next write first closes that line, so it stays a
+line of its own.
+
+Which rows count (`complete_cells`, `load_records`, `load_curves`, `cdlbench verify`). A cell's
+key is (suite, suite_version, cell). A marker with count n commits the n lines immediately before
+it, when all of them are readable rows (not markers) of the marker's key, and:
+
+- new markers (with `digest`): the digest of those n rows equals the marker's. Rows of the key
+  further up with no marker of their own are the remains of an interrupted write: never counted.
+- legacy markers (no `digest`, written before markers carried one, e.g. the committed runs under
+  results/): additionally, no other row of the key lies between the previous marker of the key
+  and those n rows, except before an unreadable line (the truncated end of an interrupted write,
+  after which every unfinished group is abandoned). `cdlbench repair` adds digest and
+  config_hash to them.
+
+A group that fails these rules is damaged (reported with file and line; its cell is not
+complete, so `run` reruns it). A complete group also has to belong to the run: its
+config_hash (when it has one) must equal the expected one (given, else that of config.yaml),
+its suite and suite_version those of config.yaml, and the p_* columns of a legacy marker those
+of one component of config.yaml; otherwise it is foreign and ignored. Without a config.yaml the
+run is the suite of the last complete group. When a cell has several complete groups, the last
+one in the file wins (the others are superseded). Rows outside the winning groups never reach a
+report. (A legacy write killed exactly at a line end leaves no unreadable line: its rerun's
+marker is rejected once, and the cell's next rerun completes it.)
+
+Every write raises `RunDirUnwritable` (an OSError naming the path and the reason: disk full,
+permission denied, a path component that is a file); a failed append is cut back to the file's
+old length. `record_failure` never raises. `cdlbench verify` / `repair`: cdlbench/run/verify.py.
+"""
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
 import os
+import stat
 import warnings
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import yaml
 
+from ..errors import UserError
 
+MARKER = "_complete"
+#: the resolved-suite keys that change numbers; seeds, device and prose are not among them
+#: (extra seeds resume a run; --device is checked by the caller).
+CONFIG_KEYS = ("name", "version", "dataset", "model", "train", "losses", "samplers", "metrics")
+#: record columns that describe the measurement, not the cell (left out of the marker)
+MEASUREMENT_KEYS = ("metric", "value", "unit", "higher_is_better", "censored")
+#: resolved-suite axis -> record column prefix of its parameters (and label column)
+AXIS_COLUMNS = {"dataset": "dataset", "model": "model", "train": "train", "losses": "loss", "samplers": "sampler"}
+MAX_WARNINGS = 20          # per file read: the rest are summed up in one warning
+
+
+# ---------------------------------------------------------------- errors
+class RunDirMismatch(UserError, RuntimeError):
+    """The run directory holds results of another suite configuration, or its config.yaml is
+    missing or unreadable while it holds records (a user error: exit 2)."""
+
+
+_REASONS = {
+    errno.ENOSPC: "the disk is full",
+    getattr(errno, "EDQUOT", -1): "the disk quota is exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOTDIR: "a component of the path is a file, not a directory",
+    errno.EISDIR: "it is a directory",
+    errno.EEXIST: "a file is in the way of a directory",
+    errno.ENAMETOOLONG: "the name is too long",
+    errno.EIO: "input/output error",
+}
+
+
+class RunDirUnwritable(UserError, OSError):
+    """A write to the run directory failed; the message names the path and the reason."""
+
+    def __init__(self, path, reason: str, code: int | None = None):
+        self.path, self.reason = Path(path), reason
+        super().__init__(code, reason, str(path))
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason, self.errno))
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+    @classmethod
+    def from_os_error(cls, path, exc: OSError) -> "RunDirUnwritable":
+        if isinstance(exc, RunDirUnwritable):
+            return exc
+        reason = _REASONS.get(exc.errno) or exc.strerror or str(exc)
+        return cls(path, reason, exc.errno)
+
+
+# ---------------------------------------------------------------- canonical forms and hashes
 def _clean(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
-def _ends_mid_line(path: Path) -> bool:
-    """True when the file's last byte is not a newline (a write cut short by a kill)."""
+def canonical_json(obj) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """SHA-256 of the canonical JSON of rows (a list, in order)."""
+    return hashlib.sha256(canonical_json(rows).encode()).hexdigest()
+
+
+def _normalised(obj):
+    """The value as config.yaml stores it (tuples become lists, ...), so a hash made from the
+    in-memory resolved suite equals one made from config.yaml."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() == 0:
-                return False
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) != b"\n"
-    except FileNotFoundError:
-        return False
+        return yaml.safe_load(yaml.safe_dump(obj, sort_keys=False))
+    except yaml.YAMLError:
+        return obj
 
 
-def append_jsonl(path: Path, rows: list[dict]) -> None:
-    """Append rows as one write, flushed and fsynced (a kill leaves at most a truncated last line).
-
-    A truncated last line left by an earlier kill is closed with a newline first, so it stays a
-    line of its own (skipped with a warning by `read_jsonl`) instead of swallowing the first new row."""
-    if not rows:
-        return
-    text = "".join(json.dumps({k: _clean(v) for k, v in r.items()}, sort_keys=False) + "\n" for r in rows)
-    if _ends_mid_line(path):
-        text = "\n" + text
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+def suite_config_hash(resolved: dict) -> str:
+    """SHA-256 of the canonical JSON of the resolved suite's CONFIG_KEYS (not seeds or device)."""
+    return hashlib.sha256(canonical_json({k: _normalised(resolved.get(k)) for k in CONFIG_KEYS
+                                          if k in resolved}).encode()).hexdigest()
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Read rows; a truncated or corrupt line is skipped with a warning."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+def _flat(value):
+    """A parameter as a record column holds it (scalars as they are, inf and NaN as null, the
+    rest as JSON)."""
+    return _clean(value) if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+
+
+def legacy_mismatch(marker: dict, resolved: dict) -> list[str]:
+    """The resolved-suite parts that disagree with a record's identity columns: name, version,
+    and for each axis the record's p_<axis>_* columns (and component name) against every
+    component of that axis. [] when the record could have come from this suite."""
+    out = []
+    if "name" in resolved and marker.get("suite") != resolved["name"]:
+        out.append("name")
+    if "version" in resolved and marker.get("suite_version") != resolved["version"]:
+        out.append("version")
+    for axis, col in AXIS_COLUMNS.items():
+        entries = resolved.get(axis)
+        if entries is None:
+            continue
+        entries = entries if isinstance(entries, list) else [entries]
+        prefix = f"p_{col}_"
+        got = {k[len(prefix):]: v for k, v in marker.items() if k.startswith(prefix)}
+        label = marker.get(col)
+        for entry in entries:
+            if not isinstance(entry, dict):
                 continue
+            params = {k: _flat(v) for k, v in entry.items() if not (axis != "train" and k == "name")}
+            name_ok = axis == "train" or not isinstance(label, str) or label.split("[")[0] == entry.get("name")
+            if name_ok and params == got:
+                break
+        else:
+            out.append(axis)
+    return out
+
+
+# ---------------------------------------------------------------- reading
+def iter_jsonl(path: str | Path, warn: bool = True) -> Iterator[tuple[int, dict | None, str | None]]:
+    """(line number, row, None) for each JSON object line, (line number, None, why) for each
+    unreadable one (not UTF-8, not JSON, JSON that is not an object, a truncated line); blank
+    lines are skipped. Read in binary and decoded per line, so no byte stops the reading. With
+    `warn`, each unreadable line is a warning naming file:line (the first MAX_WARNINGS)."""
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return
+    bad = 0
+    with fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            problem = None
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                warnings.warn(f"{path}:{lineno}: truncated or corrupt line ignored", stacklevel=2)
-    return rows
+                row = json.loads(raw.decode("utf-8"))
+                if not isinstance(row, dict):
+                    problem = f"a JSON {type(row).__name__ if row is not None else 'null'}, not an object"
+            except UnicodeDecodeError as exc:
+                problem = f"not UTF-8 (byte {exc.start})"
+            except (ValueError, RecursionError):
+                problem = "not valid JSON" if raw.endswith(b"\n") else "not valid JSON, cut short"
+            if problem is None:
+                yield lineno, row, None
+                continue
+            bad += 1
+            if warn and bad <= MAX_WARNINGS:
+                warnings.warn(f"{path}:{lineno}: truncated or corrupt line ignored ({problem})", stacklevel=3)
+            yield lineno, None, problem
+    if warn and bad > MAX_WARNINGS:
+        warnings.warn(f"{path}: {bad - MAX_WARNINGS} more truncated or corrupt lines ignored", stacklevel=3)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Every readable row; each unreadable line is skipped with a warning naming file:line."""
+    return [row for _, row, _ in iter_jsonl(path) if row is not None]
+
+
+# ---------------------------------------------------------------- writing
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise RunDirUnwritable(path, "it exists and is a file, not a directory", errno.EEXIST) from None
+    except OSError as exc:
+        raise RunDirUnwritable.from_os_error(path, exc) from None
+
+
+def _lines(rows: list[dict]) -> str:
+    return "".join(json.dumps({k: _clean(v) for k, v in r.items()}) + "\n" for r in rows)
+
+
+def _append(path: Path, text: str) -> None:
+    """Append text in one write, fsynced. A truncated last line left by a kill is closed with a
+    newline first. On failure (disk full, ...) the file is cut back to its old length, so a
+    failed write leaves nothing behind, and RunDirUnwritable is raised."""
+    data = text.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirUnwritable.from_os_error(path, exc) from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise RunDirUnwritable.from_os_error(path, exc) from None
+    except RunDirUnwritable:
+        raise
+    except OSError as exc:
+        raise RunDirUnwritable.from_os_error(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def append_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Append rows (NaN -> null) as one write, flushed and fsynced; RunDirUnwritable on failure."""
+    if rows:
+        _append(Path(path), _lines(rows))
+
+
+def write_atomic(path: str | Path, data: bytes, tmp: str | Path | None = None) -> None:
+    """Write to a temporary file beside path, fsync, rename over path, fsync the directory."""
+    path = Path(path)
+    tmp = Path(tmp) if tmp else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise RunDirUnwritable.from_os_error(path, exc) from None
+    _fsync_dir(path.parent)
+
+
+# ---------------------------------------------------------------- scanning records
+@dataclass
+class Issue:
+    """A problem found in a run directory file (line 0: the file as a whole)."""
+    file: Path
+    line: int
+    kind: str        # unreadable, interrupted, damaged, foreign, superseded, curves, config
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
+
+
+@dataclass
+class Group:
+    """A complete group: its key, lines and marker."""
+    key: tuple
+    first_line: int
+    marker_line: int
+    n: int
+    legacy: bool
+    config_hash: str | None
+    marker: dict
+    gid: int
+
+    @property
+    def cell(self) -> str:
+        return self.key[2]
+
+
+@dataclass
+class RecordScan:
+    groups: dict = field(default_factory=dict)      # key -> winning Group, in file order of markers
+    issues: list = field(default_factory=list)
+    markers: list = field(default_factory=list)     # (line, marker) of every marker, when asked for
+    rows: int = 0                                   # readable non-marker rows
+
+    @property
+    def cells(self) -> set[str]:
+        return {key[2] for key in self.groups}
+
+    @property
+    def legacy(self) -> int:
+        return sum(g.legacy for g in self.groups.values())
+
+
+def _hashable(v):
+    return v if isinstance(v, (str, int, float, bool)) or v is None else canonical_json(v)
+
+
+def _key(row: dict):
+    cell = row.get("cell")
+    if not isinstance(cell, str):
+        return None
+    return (_hashable(row.get("suite")), _hashable(row.get("suite_version")), cell)
+
+
+def _repeats(rows: list[tuple[int, dict]]) -> str:
+    """'; line 12 repeats line 11' for the first row of a group that repeats an earlier one."""
+    seen = {}
+    for lineno, r in rows:
+        text = canonical_json(r)
+        if text in seen:
+            return f"; line {lineno} repeats line {seen[text]}"
+        seen[text] = lineno
+    return ""
+
+
+def _span(lines: list[int]) -> str:
+    return f"line {lines[0]}" if len(lines) == 1 else f"lines {lines[0]}-{lines[-1]}"
+
+
+class _ListSink:
+    """Keeps the rows of winning groups (dicts)."""
+
+    def __init__(self):
+        self.groups: dict[int, list[dict]] = {}
+
+    def add(self, gid: int, rows: list[dict]) -> None:
+        self.groups[gid] = rows
+
+    def drop(self, gid: int) -> None:
+        self.groups.pop(gid, None)
+
+    def rows(self) -> list[dict]:
+        return [r for rows in self.groups.values() for r in rows]
+
+
+class _NullSink:
+    def add(self, gid, rows):
+        pass
+
+    def drop(self, gid):
+        pass
+
+
+_ABSENT = float("nan")       # a column a row lacks: NaN, as pandas.DataFrame(list of dicts) has it
+
+
+class ColumnSink:
+    """Keeps the rows of winning groups as column lists (memory: one pointer per value, repeated
+    strings and scalars shared), e.g. for a DataFrame. `keep(column)` chooses the columns."""
+
+    def __init__(self, keep: Callable[[str], bool] = lambda c: True):
+        self.keep = keep
+        self.columns: dict[str, list] = {}
+        self.owner: list[int] = []
+        self.dropped: set[int] = set()
+        self._shared: dict = {}
+        self._kept: dict[str, bool] = {}
+
+    def _share(self, v):
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return self._shared.setdefault((type(v), v), v) if v == v else v
+        return v
+
+    def add(self, gid: int, rows: list[dict]) -> None:
+        cols, share = self.columns, self._share
+        for row in rows:
+            n = len(self.owner)
+            for k in row:
+                kept = self._kept.get(k)
+                if kept is None:
+                    kept = self._kept[k] = bool(self.keep(k))
+                if kept and k not in cols:
+                    cols[k] = [_ABSENT] * n
+            for k, col in cols.items():
+                v = row.get(k, _ABSENT)
+                col.append(v if k == "value" or v is _ABSENT else share(v))
+            self.owner.append(gid)
+
+    def drop(self, gid: int) -> None:
+        self.dropped.add(gid)
+
+    def result(self) -> dict[str, list]:
+        if not self.dropped:
+            return self.columns
+        keep = [i for i, g in enumerate(self.owner) if g not in self.dropped]
+        return {k: [col[i] for i in keep] for k, col in self.columns.items()}
+
+
+def scan_records(path: str | Path, *, config_hash: str | None = None, suite: tuple | None = None,
+                 resolved: dict | None = None, sink=None, warn: bool = True,
+                 keep_markers: bool = False) -> RecordScan:
+    """One pass over records.jsonl applying the rules of the module docstring. `config_hash`,
+    `suite` (name, version) and `resolved` (for legacy markers' p_* columns) say what belongs to
+    the run; None: not checked (without `suite`, the suite of the last complete group). Rows of
+    winning groups go to `sink` (add/drop by group id)."""
+    path = Path(path)
+    sink = sink if sink is not None else _NullSink()
+    scan = RecordScan()
+    pending: dict[tuple, list[tuple[int, dict]]] = {}
+    recent: deque = deque()          # (line, key) of the readable non-marker rows right above
+    gid = 0
+
+    def abandon(rows, why):
+        lines = [ln for ln, _ in rows]
+        scan.issues.append(Issue(path, lines[0], "interrupted",
+                                 f"{_span(lines)}: {len(rows)} row(s) of cell {rows[0][1].get('cell')!r} "
+                                 f"without a marker ({why}); not counted"))
+
+    for lineno, row, problem in iter_jsonl(path, warn=warn):
+        if problem is not None:
+            scan.issues.append(Issue(path, lineno, "unreadable", f"{problem}; line ignored"))
+            for rows in pending.values():
+                abandon(rows, "an interrupted write")
+            pending.clear()
+            recent.clear()
+            continue
+        key = _key(row)
+        if key is None:
+            scan.issues.append(Issue(path, lineno, "unreadable", "a row without a cell name; line ignored"))
+            recent.clear()
+            continue
+        if row.get("metric") != MARKER:
+            scan.rows += 1
+            pending.setdefault(key, []).append((lineno, row))
+            recent.append((lineno, key))
+            continue
+        # ---- a marker
+        if keep_markers:
+            scan.markers.append((lineno, row))
+        rows = pending.pop(key, [])
+        n = row.get("value")
+        legacy = "digest" not in row
+        cell = key[2]
+        why = None
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            why = f"its count {n!r} is not a number of rows"
+        elif len(rows) < n:
+            why = f"it counts {n} rows but {len(rows)} row(s) of the cell are above it"
+        else:
+            above = list(recent)[-n:] if n else []
+            if len(above) < n or any(k != key for _, k in above):
+                others = [ln for ln, k in above if k != key]
+                where = f" (line {others[0]} belongs to another cell or suite)" if others else \
+                    " (an unreadable line is among them)"
+                why = f"the {n} lines above it are not all rows of this cell{where}"
+            elif legacy and len(rows) > n:
+                why = (f"{len(rows)} rows of the cell since its previous marker, {n} counted "
+                       f"(a duplicated or extra row, {_span([ln for ln, _ in rows[:len(rows) - n]])})")
+            elif not legacy and rows_digest([r for _, r in rows[len(rows) - n:]]) != row.get("digest"):
+                why = "the digest of its rows does not match (a row was changed, duplicated or replaced)"
+        if why is not None:
+            why += _repeats(rows)
+        recent.clear()
+        first = rows[len(rows) - n][0] if not why and n else lineno
+        if why is not None:
+            span = f" ({_span([ln for ln, _ in rows])})" if rows else ""
+            scan.issues.append(Issue(path, lineno, "damaged", f"cell {cell!r}: marker rejected: {why}; "
+                                     f"its rows{span} are not counted and `run` reruns the cell"))
+            continue
+        if len(rows) > n:                     # new markers: remains of an interrupted write above
+            abandon(rows[:len(rows) - n], "an interrupted write, redone below")
+        h = row.get("config_hash")
+        foreign = None
+        if config_hash is not None and h is not None and h != config_hash:
+            foreign = f"made by another suite configuration (config_hash {h[:12]}..., the run's {config_hash[:12]}...)"
+        elif suite is not None and (key[0], key[1]) != tuple(suite):
+            foreign = f"of suite {key[0]!r} version {key[1]!r}, not the run's {suite[0]!r} version {suite[1]!r}"
+        elif resolved is not None and h is None:
+            parts = legacy_mismatch(row, resolved)
+            if parts:
+                foreign = f"its settings differ from config.yaml ({', '.join(parts)})"
+        if foreign:
+            scan.issues.append(Issue(path, lineno, "foreign", f"cell {cell!r}: a complete group {foreign}; "
+                                     f"not counted"))
+            continue
+        gid += 1
+        group = Group(key, first, lineno, n, legacy, h, row, gid)
+        old = scan.groups.pop(key, None)
+        if old is not None:
+            scan.issues.append(Issue(path, old.marker_line, "superseded",
+                                     f"cell {cell!r}: a complete group superseded by the one at line {lineno}; "
+                                     f"not counted"))
+            sink.drop(old.gid)
+        scan.groups[key] = group
+        sink.add(gid, [r for _, r in rows[len(rows) - n:]])
+    for rows in pending.values():
+        abandon(rows, "an interrupted write")
+    if suite is None and scan.groups:
+        _keep_one_run(path, scan, sink, config_hash)
+    scan.issues.sort(key=lambda i: i.line)
+    return scan
+
+
+def _keep_one_run(path: Path, scan: RecordScan, sink, config_hash: str | None) -> None:
+    """Without a config.yaml: the run is the suite (and config_hash) of the last complete group."""
+    last = next(reversed(scan.groups.values()))
+    ident = last.key[:2]
+    hashes = [g.config_hash for g in reversed(scan.groups.values()) if g.config_hash is not None]
+    want = config_hash or (hashes[0] if hashes else None)
+    for key, g in list(scan.groups.items()):
+        why = None
+        if key[:2] != ident:
+            why = f"of suite {key[0]!r} version {key[1]!r}, not the run's (the last complete group's) {ident[0]!r} " \
+                  f"version {ident[1]!r}"
+        elif want is not None and g.config_hash is not None and g.config_hash != want:
+            why = "made by another suite configuration than the last complete group"
+        if why:
+            scan.issues.append(Issue(path, g.marker_line, "foreign", f"cell {g.cell!r}: a complete group {why}; "
+                                     f"not counted"))
+            sink.drop(g.gid)
+            del scan.groups[key]
+
+
+# ---------------------------------------------------------------- the run directory
+TEMPORARY_PATTERNS = ("config.yaml.tmp", ".*.tmp", "*.jsonl.tmp", "samples/*.tmp.npz", "samples/.*.tmp")
 
 
 class RunDir:
@@ -71,53 +582,170 @@ class RunDir:
         self.failures = self.path / "failures.jsonl"
         self.config = self.path / "config.yaml"
 
-    def write_config(self, resolved: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
+    # ---------------------------------------------------------- config
+    def write_config(self, resolved: dict) -> str:
+        """config.yaml, atomically (temporary file, fsync, rename); returns suite_config_hash."""
+        _mkdir(self.path)
         text = yaml.safe_dump(resolved, sort_keys=False)
-        tmp = self.config.with_suffix(".yaml.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.config)
+        write_atomic(self.config, text.encode("utf-8"), tmp=self.path / "config.yaml.tmp")
+        return suite_config_hash(resolved)
 
     def existing_config(self) -> dict | None:
-        if not self.config.exists():
+        """The resolved suite of config.yaml; None when there is none. RunDirMismatch when it
+        cannot be read, is not YAML, or is not a mapping."""
+        try:
+            text = self.config.read_bytes()
+        except FileNotFoundError:
             return None
-        return yaml.safe_load(self.config.read_text())
+        except OSError as exc:
+            raise RunDirMismatch(f"{self.config}: cannot be read ({exc.strerror or exc})") from None
+        try:
+            data = yaml.safe_load(text.decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise RunDirMismatch(f"{self.config}: not a valid run configuration (not YAML: {first})") from None
+        if not isinstance(data, dict):
+            raise RunDirMismatch(f"{self.config}: not a valid run configuration (a YAML "
+                                 f"{type(data).__name__ if data is not None else 'empty document'}, "
+                                 f"not a mapping)")
+        return data
 
-    def complete_cells(self) -> set[str]:
-        """Cells whose rows were all written (their `_complete` marker commits them)."""
-        return set(self._committed())
+    def _expected(self, config_hash: str | None):
+        """(config_hash, (suite, version), resolved) the records must match; from config.yaml when
+        it is readable (a broken one is verify's and check_resumable's business, not a reader's)."""
+        try:
+            cfg = self.existing_config()
+        except RunDirMismatch:
+            cfg = None
+        if cfg is None:
+            return config_hash, None, None
+        suite = (_hashable(cfg.get("name")), _hashable(cfg.get("version")))
+        return config_hash or suite_config_hash(cfg), suite, cfg
 
-    def load_records(self) -> list[dict]:
-        """Records of complete cells only: a resumed cell never counts twice."""
-        return [r for rows in self._committed().values() for r in rows]
+    def scan(self, config_hash: str | None = None, sink=None, warn: bool = True,
+             keep_markers: bool = False) -> RecordScan:
+        h, suite, cfg = self._expected(config_hash)
+        return scan_records(self.records, config_hash=h, suite=suite, resolved=cfg, sink=sink, warn=warn,
+                            keep_markers=keep_markers)
 
-    def _committed(self) -> dict[str, list[dict]]:
-        """Cell -> its committed rows. A cell's rows are written in one append ending with a
-        `_complete` marker whose value is the number of rows; the marker commits the last
-        that-many rows of its cell. Rows of an attempt cut short by a kill (no marker, or fewer
-        rows than the marker counts) are dropped; a second complete group of a cell (impossible
-        through `cdlbench run`, possible by concatenating files) is ignored."""
-        pending: dict[str, list[dict]] = {}
-        committed: dict[str, list[dict]] = {}
-        for r in read_jsonl(self.records):
-            cell = r.get("cell")
-            if r.get("metric") != "_complete":
-                pending.setdefault(cell, []).append(r)
-                continue
-            rows, n = pending.pop(cell, []), r.get("value")
-            if cell in committed or not isinstance(n, int) or isinstance(n, bool) or len(rows) < n:
-                continue
-            committed[cell] = rows[len(rows) - n:]
-        return committed
+    # ---------------------------------------------------------- writing
+    def commit_cell(self, rows: list[dict], curves: list[dict], config_hash: str) -> None:
+        """Append one cell's curves to curves.jsonl, then its rows and their marker to
+        records.jsonl in one write (flushed, fsynced). All rows have the same suite,
+        suite_version and cell; the marker carries their identity, count, digest and config_hash."""
+        if not rows:
+            raise ValueError("commit_cell: a cell needs at least one record")
+        keys = {_key(r) for r in rows}
+        if len(keys) != 1 or None in keys:
+            raise ValueError(f"commit_cell: the rows belong to {len(keys)} cells ({sorted(map(str, keys))[:3]}); "
+                             f"one commit is one cell")
+        if any(r.get("metric") == MARKER for r in rows):
+            raise ValueError(f"commit_cell: '{MARKER}' is the marker's metric, not a record's")
+        _mkdir(self.path)
+        append_jsonl(self.curves, curves)
+        text = _lines(rows)
+        written = [json.loads(line) for line in text.splitlines()]      # the rows exactly as written
+        ident = {k: v for k, v in written[0].items() if k not in MEASUREMENT_KEYS and not k.startswith("p_metric_")}
+        marker = {**ident, "metric": MARKER, "value": len(written), "unit": "records", "higher_is_better": None,
+                  "digest": rows_digest(written), "config_hash": config_hash}
+        _append(self.records, text + json.dumps(marker) + "\n")
 
-    def load_curves(self) -> list[dict]:
-        done = self.complete_cells()
+    def record_failure(self, row: dict) -> bool:
+        """Append a failure to failures.jsonl; False (never an exception) when it cannot be written."""
+        try:
+            _mkdir(self.path)
+            append_jsonl(self.failures, [row])
+            return True
+        except (OSError, ValueError, TypeError):
+            return False
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove the temporary files of interrupted writes (config.yaml.tmp, repair and other
+        `.*.tmp` files, samples' `*.tmp.npz`). Call it holding the run lock. Returns them."""
+        removed = []
+        if not self.path.is_dir():
+            return removed
+        for pattern in TEMPORARY_PATTERNS:
+            for p in self.path.glob(pattern):
+                try:
+                    if stat.S_ISREG(p.lstat().st_mode):
+                        p.unlink()
+                        removed.append(p)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise RunDirUnwritable.from_os_error(p, exc) from None
+        return removed
+
+    # ---------------------------------------------------------- reading
+    def complete_cells(self, config_hash: str | None = None) -> set[str]:
+        """Cells with a complete group of this run (rules: the module docstring)."""
+        return self.scan(config_hash).cells
+
+    def load_records(self, config_hash: str | None = None) -> list[dict]:
+        """The rows of complete groups only (one group per cell): a resumed cell never counts twice."""
+        sink = _ListSink()
+        self.scan(config_hash, sink=sink)
+        return sink.rows()
+
+    def load_columns(self, keep: Callable[[str], bool] = lambda c: True, config_hash: str | None = None) -> dict:
+        """load_records as column lists (column -> values, NaN where a row lacks it)."""
+        sink = ColumnSink(keep)
+        self.scan(config_hash, sink=sink)
+        return sink.result()
+
+    def load_curves(self, config_hash: str | None = None, _scan: RecordScan | None = None,
+                    warn: bool = True) -> list[dict]:
+        """Curve rows of complete cells; a re-run of an interrupted cell rewrote its curve, the last
+        row per (cell, metric, x, metric parameters) wins."""
+        scan = _scan or self.scan(config_hash, warn=warn)
+        done = {key[2]: key for key in scan.groups}
         latest = {}
-        for r in read_jsonl(self.curves):    # a re-run of an interrupted cell rewrites its curve
-            if r.get("cell") in done:   # two metrics of one name differ in their p_metric_* columns
-                params = tuple(sorted((k, str(v)) for k, v in r.items() if k.startswith("p_metric_")))
-                latest[(r.get("cell"), r.get("metric"), r.get("x"), params)] = r
+        for _, r, _ in iter_jsonl(self.curves, warn=warn):
+            if r is None:
+                continue
+            key = done.get(r.get("cell"))
+            if key is None or ("suite" in r and _hashable(r["suite"]) != key[0]) or \
+                    ("suite_version" in r and _hashable(r["suite_version"]) != key[1]):
+                continue
+            params = tuple(sorted((k, str(v)) for k, v in r.items() if k.startswith("p_metric_")))
+            latest[(r.get("cell"), r.get("metric"), _hashable(r.get("x")), params)] = r
         return list(latest.values())
+
+    # ---------------------------------------------------------- resuming
+    def check_resumable(self, resolved: dict, config_hash: str) -> None:
+        """RunDirMismatch unless this directory may be resumed by `resolved`: config.yaml (when
+        there) names the same suite configuration, and so does every marker of records.jsonl (its
+        config_hash, or for markers without one its suite, version and p_* columns). A missing
+        config.yaml while records exist, or an unreadable one, is a mismatch too."""
+        resolved = _normalised(resolved)
+        old = self.existing_config()         # RunDirMismatch when unreadable or not a mapping
+        has_records = self.records.exists() and self.records.stat().st_size > 0
+        if old is None and has_records:
+            raise RunDirMismatch(f"{self.config} is missing, but {self.records} holds records: it cannot be "
+                                 f"told which suite made them; restore config.yaml, or pass a different --out")
+        if old is not None:
+            changed = [k for k in CONFIG_KEYS if k in old and old.get(k) != resolved.get(k)]
+            if changed:
+                raise RunDirMismatch(f"{self.path} holds results of a different suite configuration "
+                                     f"(changed: {', '.join(changed)}); resume only with the same suite, "
+                                     f"or pass a different --out")
+        if not has_records:
+            return
+        scan = scan_records(self.records, keep_markers=True, warn=False)
+        changed: dict[str, tuple[int, str]] = {}
+        for lineno, marker in scan.markers:
+            h = marker.get("config_hash")
+            parts = [] if h is not None and h == config_hash else legacy_mismatch(marker, resolved)
+            if h is not None and h != config_hash and not parts:
+                parts = ["the suite configuration (config_hash)"]
+            for p in parts:
+                changed.setdefault(p, (lineno, marker.get("cell")))
+        if changed:
+            lineno, cell = next(iter(changed.values()))
+            raise RunDirMismatch(f"{self.records} holds records of a different suite configuration "
+                                 f"(changed: {', '.join(changed)}; e.g. line {lineno}, cell {cell!r}); "
+                                 f"resume only with the suite that made them, or pass a different --out")
 
 
 def newest_run(root: str | Path = "results") -> Path | None:

@@ -16,6 +16,7 @@ class SampleResult:
     wall_s: float                    # sampling alone, device synchronised
     trace: list[torch.Tensor] | None = None   # Picard: final state after each iteration
     residuals: list[float] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # per-cell figures a spec declares (extra_figures), e.g. jvp
 
 
 def synchronize(device: torch.device) -> None:

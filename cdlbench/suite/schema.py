@@ -30,8 +30,16 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # ---------------------------------------------------------------- schema
 TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 128, "lr": 1e-3, "ema": None, "log_every": 100}
-TRAIN_OPTIONAL = ("init_from",)   # in the train dict (and its cache key) only when given
-TOP_KEYS = ("name", "version", "description", "expected_runtime", "seeds", "device",
+TRAIN_OPTIONAL = ("init_from", "checkpoint_every")   # in the train dict only when given
+EXECUTION_KEYS = ("checkpoint_every",)   # train keys that change no number: out of cache keys and records
+DEFAULT_SAMPLE_BATCH = 250       # neutral value of `sample_batch` (left out of configs and records)
+EXECUTORS = ("inline", "local", "submitit")
+EXECUTOR_KEYS = {"name": "one of " + ", ".join(EXECUTORS), "jobs": "a positive integer (workers)",
+                 "threads": "a positive integer (torch threads per worker)",
+                 "slurm_partition": "a string", "slurm_gpus_per_job": "a non-negative integer",
+                 "slurm_cpus_per_job": "a positive integer", "slurm_time": "minutes, a positive integer",
+                 "slurm_account": "a string"}
+TOP_KEYS = ("name", "version", "description", "expected_runtime", "seeds", "device", "sample_batch", "executor",
             "dataset", "model", "train", "losses", "samplers", "metrics")
 AXES = {"dataset": DATASETS, "model": MODELS, "losses": LOSSES, "samplers": SAMPLERS, "metrics": METRICS}
 DEVICES = ("auto", "cpu", "cuda")
@@ -85,13 +93,20 @@ class Cell:
 
     def training_key(self) -> str:
         """Hash of everything that changes the trained weights."""
-        blob = json.dumps([self.dataset.key(), self.model.key(), json.dumps(self.train, sort_keys=True),
+        train = {k: v for k, v in self.train.items() if k not in EXECUTION_KEYS}
+        blob = json.dumps([self.dataset.key(), self.model.key(), json.dumps(train, sort_keys=True),
                            self.loss.key(), self.seed], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def keyed(train: dict) -> dict:
+    """A train block without its execution-only keys (they change no number)."""
+    return {k: v for k, v in train.items() if k not in EXECUTION_KEYS}
+
+
 def train_labels(trains: list[dict]) -> list[str]:
     """'' for a single train block; else 'train[k=v,...]' with the keys that differ between blocks."""
+    trains = [keyed(t) for t in trains]
     if len(trains) < 2:
         return [""] * len(trains)
     keys = [k for k in trains[0] if len({json.dumps(t[k], default=str) for t in trains}) > 1]
@@ -112,6 +127,8 @@ class Suite:
     samplers: list
     metrics: list
     raw: dict
+    sample_batch: int = DEFAULT_SAMPLE_BATCH    # samples per global batch of sharded sampling
+    executor: dict = None                       # how to run it (changes no number): EXECUTOR_KEYS
 
     def cells(self) -> list[Cell]:
         labels = train_labels(self.trains)
@@ -122,8 +139,9 @@ class Suite:
         comp = lambda c: {"name": c.name, **c.keyed_params}  # noqa: E731
         return {"name": self.name, "version": self.version, "seeds": list(self.seeds), "device": self.device,
                 "dataset": [comp(c) for c in self.datasets], "model": [comp(c) for c in self.models],
-                "train": list(self.trains), "losses": [comp(c) for c in self.losses],
+                "train": [keyed(t) for t in self.trains], "losses": [comp(c) for c in self.losses],
                 "samplers": [comp(c) for c in self.samplers], "metrics": [comp(c) for c in self.metrics],
+                **({"sample_batch": self.sample_batch} if self.sample_batch != DEFAULT_SAMPLE_BATCH else {}),
                 **{k: self.raw[k] for k in ("description", "expected_runtime") if k in self.raw}}
 
 
@@ -317,6 +335,10 @@ def parse_train(spec, file, field) -> dict:
     out = {**TRAIN_DEFAULTS, **spec}
     if "init_from" in out and not (isinstance(out["init_from"], str) and out["init_from"]):
         raise SuiteError(file, f"{field}.init_from", f"must be the path of a checkpoint file, got {out['init_from']!r}")
+    every = out.get("checkpoint_every")
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+        raise SuiteError(file, f"{field}.checkpoint_every", f"must be null or a positive integer (steps between "
+                         f"training checkpoints), got {every!r}")
     for key in ("steps", "batch_size", "log_every"):
         if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] <= 0:
             raise SuiteError(file, f"{field}.{key}", f"must be a positive integer, got {out[key]!r}")
@@ -328,6 +350,23 @@ def parse_train(spec, file, field) -> dict:
         raise SuiteError(file, f"{field}.ema", f"must be null or a number in [0, 1), got {ema!r}")
     out["lr"] = float(out["lr"])
     return out
+
+
+def parse_executor(spec, file) -> dict:
+    """The suite's `executor:` block (how to run; the command line wins over it)."""
+    if not isinstance(spec, dict):
+        raise SuiteError(file, "executor", f"must be a mapping with keys {', '.join(EXECUTOR_KEYS)}")
+    for key, value in spec.items():
+        if key not in EXECUTOR_KEYS:
+            raise SuiteError(file, f"executor.{key}", f"unknown key; valid keys: {', '.join(EXECUTOR_KEYS)}")
+        ok = {"name": lambda v: v in EXECUTORS,
+              "slurm_partition": lambda v: isinstance(v, str) and v != "",
+              "slurm_account": lambda v: isinstance(v, str) and v != "",
+              "slurm_gpus_per_job": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}.get(
+            key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
+        if not ok(value):
+            raise SuiteError(file, f"executor.{key}", f"must be {EXECUTOR_KEYS[key]}, got {value!r}")
+    return dict(spec)
 
 
 def parse_suite(data, file="<suite>", seeds=None) -> Suite:
@@ -376,10 +415,15 @@ def parse_suite(data, file="<suite>", seeds=None) -> Suite:
     many = isinstance(data.get("train"), list)
     trains = [parse_train(t, file, f"train[{i}]" if many else "train") for i, t in enumerate(train_items)]
     for i, t in enumerate(trains):
-        if t in trains[:i]:
+        if keyed(t) in [keyed(u) for u in trains[:i]]:
             raise SuiteError(file, f"train[{i}]", f"identical to train[{trains.index(t)}]; remove one")
+    sample_batch = data.get("sample_batch", DEFAULT_SAMPLE_BATCH)
+    if not isinstance(sample_batch, int) or isinstance(sample_batch, bool) or sample_batch <= 0:
+        raise SuiteError(file, "sample_batch", f"must be a positive integer (samples per global batch of "
+                         f"sharded sampling; default {DEFAULT_SAMPLE_BATCH}), got {sample_batch!r}")
+    executor = parse_executor(data.get("executor", {}), file)
     suite = Suite(str(file), name, version, list(raw_seeds), device, parsed["dataset"], parsed["model"], trains,
-                  parsed["losses"], parsed["samplers"], parsed["metrics"], data)
+                  parsed["losses"], parsed["samplers"], parsed["metrics"], data, sample_batch, executor)
     from .compat import check_compatibility   # compat reads this module's types
     check_compatibility(suite)
     return suite

@@ -1,14 +1,19 @@
-"""Suite files as YAML: strict loading (no duplicate keys, plain scalar keys, safe tags only)
-and the tree check (finite, bounded depth). Every problem is a `SuiteError`."""
+"""Suite files as YAML: bounded input (a regular file of at most MAX_SUITE_BYTES, at most
+MAX_NODES nodes after alias expansion), strict loading (no duplicate keys, plain scalar keys,
+safe tags only) and the tree check (finite, bounded depth). Every problem is a `SuiteError`."""
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..errors import UserError
 
-class SuiteError(ValueError):
+
+class SuiteError(UserError, ValueError):
     def __init__(self, file: str, field: str, message: str):
         self.file, self.field, self.message = str(file), field, message
         super().__init__(f"{file}: field '{field}': {message}" if field else f"{file}: {message}")
@@ -37,20 +42,125 @@ def _construct_mapping(loader, node, deep=False):
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_yaml(path: str | Path) -> Any:
+MAX_SUITE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 100_000          # YAML nodes after alias expansion (a suite has a few hundred)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024 / 1024:.1f} MB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def check_regular_file(path: str | Path, what: str, max_bytes: int) -> os.stat_result:
+    """SuiteError unless path is a regular file (symlinks followed) of at most max_bytes;
+    `what` names it in the message ("dataset file", ...). Returns its stat."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        st = os.stat(path)
     except OSError as exc:
-        raise SuiteError(path, "", f"cannot read the suite file ({exc.strerror or exc})") from None
+        raise SuiteError(path, "", f"cannot read the {what} ({exc.strerror or exc})") from None
+    _check_stat(path, st, what, max_bytes)
+    return st
+
+
+def _check_stat(path: Path, st: os.stat_result, what: str, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise SuiteError(path, "", f"the {what} must be a regular file (at most {_size(max_bytes)}); "
+                                   f"this is {_kind(st.st_mode)}")
+    if st.st_size > max_bytes:
+        raise SuiteError(path, "", f"the {what} is {_size(st.st_size)}; at most {_size(max_bytes)} is allowed")
+
+
+def read_regular_file(path: str | Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most max_bytes (SuiteError otherwise). Opened without
+    blocking and checked on the open descriptor, so a FIFO or device never hangs or streams."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except OSError as exc:
+        raise SuiteError(path, "", f"cannot read the {what} ({exc.strerror or exc})") from None
+    try:
+        _check_stat(path, os.fstat(fd), what, max_bytes)
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise SuiteError(path, "", f"cannot read the {what} ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
+    if total > max_bytes:            # it grew while being read
+        raise SuiteError(path, "", f"the {what} is larger than the {_size(max_bytes)} allowed")
+    return b"".join(chunks)
+
+
+def count_nodes(node, limit: int = MAX_NODES) -> int:
+    """Nodes of a composed YAML graph with aliases expanded (a node reached twice counts twice),
+    memoised per node so an alias bomb is counted in time linear in its text; stops above limit.
+    An alias back to an enclosing node (a cycle) counts once; the tree check reports it."""
+    memo: dict[int, int] = {}
+    active: set[int] = set()
+
+    def count(n) -> int:
+        key = id(n)
+        if key in memo:
+            return memo[key]
+        if key in active:
+            return 1
+        active.add(key)
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            for child in n.value:
+                total += count(child)
+                if total > limit:
+                    break
+        elif isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                total += count(k) + count(v)
+                if total > limit:
+                    break
+        active.discard(key)
+        memo[key] = total
+        return total
+
+    return count(node)
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    raw = read_regular_file(path, "suite file", MAX_SUITE_BYTES)
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise SuiteError(path, "", f"not a text (UTF-8) file: byte {exc.start} cannot be decoded") from None
+    loader = None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)   # a SafeLoader: no tags that build Python objects
+        loader = _StrictLoader(text)     # a SafeLoader: no tags that build Python objects (its reader checks characters)
+        node = loader.get_single_node()          # the node graph: aliases are shared, not yet expanded
+        if node is not None:
+            n = count_nodes(node)
+            if n > MAX_NODES:
+                raise SuiteError(path, "", f"too large: more than {MAX_NODES} YAML nodes once aliases are "
+                                           f"expanded (a suite has a few hundred); is it an alias bomb?")
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise SuiteError(path, "", f"not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
         raise SuiteError(path, "", "not a usable suite: nested more than Python's recursion limit") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     check_tree(data, path)
     return data
 

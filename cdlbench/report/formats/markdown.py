@@ -1,0 +1,32 @@
+"""GitHub markdown: '## title', one '### section' per table, bold as **text**."""
+from __future__ import annotations
+
+from ..markup import Markup
+from . import FORMATS, FormatSpec
+
+
+class MarkdownMarkup(Markup):
+    tablefmt = "github"
+
+    def superscript(self, text: str) -> str:       # GitHub markdown has no superscript: MMD^2
+        return "^" + text
+
+    def bold(self, text: str) -> str:
+        return f"**{text}**"
+
+
+@FORMATS.register("markdown", spec=FormatSpec(suffix=".md"))
+def markdown(doc) -> str:
+    m = MarkdownMarkup()
+    parts = []
+    for b in doc.blocks(m):
+        text = f"### {b.title}\n\n{b.table}\n"
+        if b.comparison is not None:
+            text += (f"\nCompared with the reference numbers:\n\n{b.comparison}\n\n"
+                     + "".join(f"- {n}\n" for n in b.notes))
+        parts.append(text)
+    text = f"## {m.escape(doc.title)}\n\n" + "\n".join(parts)
+    if doc.images:
+        where = f" in {doc.plots_dir}" if doc.plots_dir else ""
+        text += f"\nPlots{where}: " + ", ".join(p.name for p in doc.images) + "\n"
+    return text

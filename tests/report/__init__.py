@@ -1,0 +1,1 @@
+"""Tests of cdlbench.report (mirrors the package): tables, baselines, formats, plots, declarations."""

@@ -1,0 +1,1 @@
+"""Tests of cdlbench.run (mirrors the package)."""
