@@ -125,7 +125,7 @@ class Coordinator:
         """Run every cell not yet complete, holding the run directory's lock (cdlbench/run/lock.py)."""
         self.executor = make_executor(self.opts, self.run.path, self.log)
         try:
-            if getattr(self.executor, "ctx", None) is not None and not self.executor.ctx.world.is_main:
+            if self.executor.follower:
                 return self._follow()
             with RunLock(self.run.path):
                 self.run.check_resumable(self.suite.resolved(), self.config_hash)
@@ -154,7 +154,7 @@ class Coordinator:
         started = time.perf_counter()
         while queue or self.executor.running():
             queue = self._fail_orphans(queue, finished, summary)
-            eager = getattr(self.executor, "eager", False)
+            eager = self.executor.eager
             ready = [j for j in queue if eager or all(d in finished for d in j.depends_on)]
             for job in ready[: self.executor.free_slots()]:
                 queue.remove(job)
@@ -196,7 +196,7 @@ class Coordinator:
             if dep is None:
                 keep.append(job)
                 continue
-            if getattr(self.executor, "eager", False):
+            if self.executor.eager:
                 self.executor.cancel(job.id)
             self._fail(summary, job, dep.reason, dep.details)
         return keep

@@ -25,6 +25,8 @@ class Executor:
     name = "executor"
     workers = 1
     threads = 1
+    follower = False      # a torchrun rank > 0: computes its share of each job, writes nothing
+    eager = False         # submits every job at once, dependencies enforced by the backend (Slurm)
 
     def free_slots(self) -> int:
         raise NotImplementedError
@@ -37,6 +39,10 @@ class Executor:
 
     def running(self) -> list:
         return []
+
+    def cancel(self, job_id: str) -> None:
+        """Withdraw a submitted job (eager executors: a job whose dependency failed)."""
+        return None
 
     def close(self) -> None:
         return None

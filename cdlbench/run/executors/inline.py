@@ -14,6 +14,7 @@ class InlineExecutor(Executor):
     def __init__(self, ctx):
         self.ctx = ctx
         self.threads = ctx.threads
+        self.follower = not ctx.world.is_main
         self._done: list[Done] = []
 
     def free_slots(self) -> int:
