@@ -1,4 +1,4 @@
-"""MMD^2 (unbiased, Gaussian kernel; SPEC section 5) between two sets of 2000 2-D points."""
+"""MMD^2 (unbiased, Gaussian kernel; docs/method.md section 5) between two sets of 2000 2-D points."""
 from __future__ import annotations
 
 import torch

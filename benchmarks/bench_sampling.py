@@ -11,7 +11,7 @@ from .common import DEVICES, SMALL_MODEL, build_model, generator, require_device
 
 
 class PicardIteration:
-    """One Picard iteration (ParaDiGMS; SPEC section 4) over the whole 1000-step window:
+    """One Picard iteration (ParaDiGMS; docs/method.md section 4) over the whole 1000-step window:
     2 M denoiser evaluations in chunked batched calls plus the cumulative-sum update."""
 
     params = (DEVICES,)

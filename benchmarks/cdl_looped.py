@@ -1,7 +1,7 @@
 """The slow reference form of the Contrastive Diffusion Loss, kept only for the speed benchmark.
 
 It computes the same estimates as `cdl.ContrastiveDiffusionLoss` (same draws from the same
-generator, in the same order) the way the paper's reference code did (SPEC section 3): a Python
+generator, in the same order) the way the paper's reference code did (docs/method.md section 3): a Python
 loop over the K selected samples and, for each, one ITD likelihood at a time,
     log p(y_k)       = -(h_G + 1/2 mean_j w(a_j) (||eps_j - eps_hat(z_j, a_j)||^2 - mmse_G(a_j)))
     log p_zeta(y_k)  = the same with the rescaled predictor at a'_j = logit(s(a_j) s(zeta_k)),
@@ -21,7 +21,7 @@ from cdlbench.losses.cdl import ContrastiveDiffusionLoss
 def log_density_one(denoiser, y: torch.Tensor, a: torch.Tensor, eps: torch.Tensor, proposal, log_var,
                     zeta: torch.Tensor | None = None) -> torch.Tensor:
     """ITD estimate of log p(y) (zeta None) or log p_zeta(y) for ONE sample: y [1, *shape],
-    a [1, B], eps [1, B, *shape] -> [1]; one denoiser call of B points (SPEC section 2)."""
+    a [1, B], eps [1, B, *shape] -> [1]; one denoiser call of B points (docs/method.md section 2)."""
     z, a_net, rescale = noisy_inputs(y, a, eps, None if zeta is None else zeta.reshape(1))
     eps_hat = (denoiser.eps(z, a_net) * rescale.reshape(-1, *([1] * (y.ndim - 1)))).reshape(eps.shape)
     return -nll_from_integrand(itd_integrand(eps, eps_hat, a, log_var.to(y.device)), a, proposal,

@@ -21,7 +21,7 @@ if _THREADS > 0:
 #: devices a benchmark is parameterised over; GPU variants are skipped without a GPU
 DEVICES = ["cpu", "cuda"]
 
-#: the Dino denoiser of SPEC section 6 (residual MLP, width 128, 2 blocks)
+#: the Dino denoiser of docs/method.md section 6 (residual MLP, width 128, 2 blocks)
 DINO_MODEL = {"width": 128, "blocks": 2}
 #: a fixed small model for the sampling benchmarks (fast enough for 2 M points per pass)
 SMALL_MODEL = {"width": 32, "blocks": 1}

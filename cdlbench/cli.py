@@ -118,7 +118,8 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--format", "fmt", type=click.Choice(["markdown", "latex", "csv", "json", "html"]), default="markdown")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              help="markdown, latex, csv, json, html, or a format a plugin registers (cdlbench/report/formats/)")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="reference numbers (YAML)")
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="directory for PNG plots")
 def report(run_dirs, fmt, baseline, plots):
@@ -126,6 +127,8 @@ def report(run_dirs, fmt, baseline, plots):
     from . import report as rep
     from .run.rundir import newest_run
 
+    if fmt not in rep.format_names():
+        _fail_usage(f"--format: {rep.FORMATS.unknown_message(fmt)}")
     dirs = list(run_dirs)
     if not dirs:
         newest = newest_run("results")
@@ -139,11 +142,7 @@ def report(run_dirs, fmt, baseline, plots):
         _fail_usage(f"--baseline: no such file {baseline!r} (e.g. baselines/paper.yaml)")
     try:
         click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots), nl=False)
-    except UserError as exc:
-        _fail_usage(str(exc))
-    except FileNotFoundError as exc:
-        _fail_usage(str(exc))
-    except ValueError as exc:
+    except UserError as exc:      # an unusable baselines file, no complete records, a missing extra
         _fail_usage(str(exc))
 
 
@@ -199,7 +198,16 @@ def repair(run_dir):
 
 
 def main():
-    cli()
+    try:
+        cli.main(standalone_mode=False)
+    except (KeyboardInterrupt, click.exceptions.Abort):   # Ctrl-C anywhere, start-up included
+        click.echo("\ninterrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:                  # --help, --version
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:                   # a bad option: click's message, exit 2
+        exc.show()
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ whose `num_classes` attribute is > 0 and whose forward accepts `class_labels=`. 
 labels out row by row exactly as it lays out the points (Picard tiles them per window, ITD and
 CDL repeat them per Monte-Carlo point); unconditional calls pass no labels.
 
-They are related by (SPEC section 1)
+They are related by (docs/method.md section 1)
     D(x_ve; sigma) = x_ve - sigma * eps_hat(x_ve / sqrt(1 + sigma^2), a = -2 log sigma).
 Samplers, losses and metrics use a view; none branches on how the network was parameterised.
 """

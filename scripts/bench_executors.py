@@ -65,7 +65,8 @@ def speedup(tmp: Path) -> list[str]:
     rows = []
     for label, extra in (("inline", ["--executor", "inline"]), ("local --jobs 2", ["--executor", "local", "--jobs", 2])):
         before = uptime()
-        seconds = run(suite, tmp / label.replace(" ", "_"), tmp / f"cache-{label.replace(' ', '_')}", *extra)
+        name = "speedup-" + label.replace(" ", "_")
+        seconds = run(suite, tmp / name, tmp / f"cache-{name}", *extra)
         rows.append((label, seconds, before, uptime()))
     base = rows[0][1]
     out = ["| 2-seed parallel.yaml | wall-clock | over inline | load before / after |", "|---|---|---|---|"]
@@ -81,8 +82,8 @@ def overhead(tmp: Path) -> list[str]:
                          ("submitit local --jobs 1", ["--executor", "submitit", "--slurm-cluster", "local",
                                                       "--jobs", 1, "--threads", 1])):
         before = uptime()
-        d = tmp / label.replace(" ", "_")
-        seconds = run(suite, d, tmp / f"cache-{label.replace(' ', '_')}", *extra)
+        d = tmp / ("overhead-" + label.replace(" ", "_"))
+        seconds = run(suite, d, tmp / f"cache-overhead-{label.replace(' ', '_')}", *extra)
         own = job_seconds(d)
         out.append(f"| `--executor {label}` | {seconds:.1f} s | {own:.1f} s | {(seconds - own) / 18:.2f} s | "
                    f"{before} / {uptime()} |")

@@ -1,4 +1,4 @@
-"""Datasaurus Dozen "dino" (Matejka and Fitzmaurice, CHI 2017), SPEC section 6 preprocessing:
+"""Datasaurus Dozen "dino" (Matejka and Fitzmaurice, CHI 2017), docs/method.md section 6 preprocessing:
 jitter N(0, 0.15^2) on raw coordinates, x -> (x/54 - 1)*4, y -> (y/48 - 1)*4, standardise each axis.
 The 142 raw points ship in data/dino.csv (provenance in its header)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""SPEC section 6, 1-D two-mode Gaussian: p = 0.5 N(-5, 1) + 0.5 N(+5, 1), exact score known."""
+"""docs/method.md section 6, 1-D two-mode Gaussian: p = 0.5 N(-5, 1) + 0.5 N(+5, 1), exact score known."""
 from __future__ import annotations
 
 from ..registry import DATASETS

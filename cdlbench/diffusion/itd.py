@@ -1,11 +1,11 @@
-"""Information-theoretic diffusion likelihood (Kong et al., ICLR 2023; SPEC section 2).
+"""Information-theoretic diffusion likelihood (Kong et al., ICLR 2023; docs/method.md section 2).
 
     -log p(x) = h_G + 1/2 Integral_a [ mmse(x, a) - mmse_G(a) ] da                     (ITD eq.)
     mmse(x, a) = E_eps || eps - eps_hat(z_a(x, eps), a) ||^2
     mmse_G(a)  = sum_i s(a + log lam_i)          (Gaussian reference, diagonal variances lam)
 
 Monte-Carlo over a with a truncated logistic proposal q; w(a) = 1/q(a).
-For the noisier density p_zeta (SPEC section 2, "Density of the noisier distribution"),
+For the noisier density p_zeta (docs/method.md section 2, "Density of the noisier distribution"),
 noising y at a is a channel on x with total log-SNR a' = logit(s(a) s(zeta)), and the
 best estimate of the added noise is sqrt(s(-a)/s(-a')) eps_hat(z, a').
 """
@@ -51,7 +51,7 @@ def _log_var(data_var, d: int, device=None) -> torch.Tensor:
 
 def default_proposal(data_var, d: int, clip: float = 3.0, loc: float | None = None,
                      scale: float | None = None) -> LogisticProposal:
-    """SPEC's heuristic: loc = -mean(log lam); scale = sqrt(1 + 3/pi var(log lam)) if d > 2 else 3."""
+    """the default proposal's heuristic (docs/method.md section 2): loc = -mean(log lam); scale = sqrt(1 + 3/pi var(log lam)) if d > 2 else 3."""
     lv = _log_var(data_var, d)
     if loc is None:
         loc = -lv.mean().item()

@@ -1,4 +1,4 @@
-"""Noise schedules as pure functions (SPEC section 1).
+"""Noise schedules as pure functions (docs/method.md section 1).
 
 Variance-preserving forward process in log-SNR form:
     z_a = sqrt(s(a)) x + sqrt(s(-a)) eps,      s = sigmoid, a = log-SNR.
@@ -24,7 +24,7 @@ def alphas_bar(betas: torch.Tensor) -> torch.Tensor:
 
 
 def logsnr_from_alpha_bar(abar: torch.Tensor) -> torch.Tensor:
-    """a_t = log(abar_t / (1 - abar_t)) (SPEC section 1)."""
+    """a_t = log(abar_t / (1 - abar_t)) (docs/method.md section 1)."""
     abar = abar.double()
     return torch.log(abar) - torch.log1p(-abar)
 

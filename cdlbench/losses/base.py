@@ -17,7 +17,7 @@ class LossOutput:
 
 
 def vp_noise(x0: torch.Tensor, logsnr: torch.Tensor, generator: torch.Generator | None):
-    """Forward process z_a = sqrt(s(a)) x0 + sqrt(s(-a)) eps (SPEC section 1). Returns (z, eps)."""
+    """Forward process z_a = sqrt(s(a)) x0 + sqrt(s(-a)) eps (docs/method.md section 1). Returns (z, eps)."""
     eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     view = (-1,) + (1,) * (x0.ndim - 1)
     z = torch.sigmoid(logsnr).sqrt().view(view) * x0 + torch.sigmoid(-logsnr).sqrt().view(view) * eps

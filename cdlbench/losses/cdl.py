@@ -1,11 +1,11 @@
-"""Contrastive Diffusion Loss (Wu et al. 2024; SPEC section 3).
+"""Contrastive Diffusion Loss (Wu et al. 2024; docs/method.md section 3).
 
 The MMSE denoiser implies the Bayes classifier between clean data (label +1) and zeta-noised
 data (label -1):
     logit P(clean | y) = log p(y) - log p_zeta(y) = 1/2 Integral [ mmse_zeta(y, a) - mmse(y, a) ] da.
 For each of K selected samples: draw zeta, flip a fair coin for (label, y), estimate both log
 densities with B shared Monte-Carlo points (h_G and mmse_G cancel in the difference), and take
-    CDL = softplus(label * (log p_zeta(y) - log p(y))) / B           (SPEC section 3, step 4).
+    CDL = softplus(label * (log p_zeta(y) - log p(y))) / B           (docs/method.md section 3, step 4).
 Total = w_std * L_std + weight * sum_k CDL_k. All 2*K*B denoiser evaluations are one batched call.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Ten
     return 0.5 * (proposal.inverse_density(a) * (mmse_zeta - mmse_clean)).mean(1)
 
 
-# base: a loss name or mapping, validated like one; mc_loc/mc_scale None: SPEC's proposal (as before they existed)
+# base: a loss name or mapping, validated like one; mc_loc/mc_scale None: the default proposal (docs/method.md section 2) (as before they existed)
 @LOSSES.register("cdl", spec=LossSpec(nested={"base": "losses"}), neutral={"mc_loc": None, "mc_scale": None})
 class ContrastiveDiffusionLoss:
     """Base loss plus the noise-classifier (contrastive) loss on K samples per batch."""
@@ -55,7 +55,7 @@ class ContrastiveDiffusionLoss:
         self.base = registry.build(base_spec.pop("name"), base_spec, data_var=data_var, shape=shape)
         d = int(math.prod(shape))
         self.log_var = _log_var(data_var, d)
-        # log-SNR law of the classifier's Monte-Carlo points: SPEC's heuristic unless mc_loc/mc_scale
+        # log-SNR law of the classifier's Monte-Carlo points: the default proposal's heuristic (docs/method.md section 2) unless mc_loc/mc_scale
         self.proposal = default_proposal(data_var, d, loc=mc_loc, scale=mc_scale)
         zp = default_proposal(data_var, d, zeta_clip, zeta_loc, zeta_scale)
         self.zeta_law = zp

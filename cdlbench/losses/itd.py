@@ -1,4 +1,4 @@
-"""ITD loss: the single-point Monte-Carlo estimate of -log p(x) (SPEC section 2) as a training loss,
+"""ITD loss: the single-point Monte-Carlo estimate of -log p(x) (docs/method.md section 2) as a training loss,
     h_G + 1/2 w(a) (||eps - eps_hat(z_a, a)||^2 - mmse_G(a)),  a ~ truncated logistic, w = 1/q.
 Its expectation is the ITD negative log-likelihood in nats; its gradient is a w(a)-weighted eps-MSE."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Iterations to an MMD threshold (SPEC section 5): the first Picard iteration whose current final
+"""Iterations to an MMD threshold (docs/method.md section 5): the first Picard iteration whose current final
 sample has MMD below the threshold; censored (None) when never reached, never a made-up number."""
 from __future__ import annotations
 

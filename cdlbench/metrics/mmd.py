@@ -1,4 +1,4 @@
-"""Maximum mean discrepancy, unbiased U-statistic (Gretton et al. 2012, eq. 3; SPEC section 5),
+"""Maximum mean discrepancy, unbiased U-statistic (Gretton et al. 2012, eq. 3; docs/method.md section 5),
 Gaussian kernel k(r) = exp(-r^2 / (2 bw)) / sqrt(2 pi bw), bw a variance (number or "median")."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Score error of a denoiser against the exact score (Wu et al. 2024, Figure 1; SPEC section 6).
+"""Score error of a denoiser against the exact score (Wu et al. 2024, Figure 1; docs/method.md section 6).
 
     err(t, z) = | score_model(z, a_t) - score_true(z, a_t) |,  score = -eps / sqrt(s(-a))
 
@@ -29,7 +29,7 @@ from ..specs import MetricSpec
 def noised_log_density(dataset, z: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
     """log p_a(z) of an isotropic Gaussian mixture noised at log-SNR a; z [N, d], logsnr [N] -> [N].
 
-    Component k becomes N(sqrt(s(a)) mu_k, (s(a) v_k + s(-a)) I) (SPEC section 1)."""
+    Component k becomes N(sqrt(s(a)) mu_k, (s(a) v_k + s(-a)) I) (docs/method.md section 1)."""
     if not all(hasattr(dataset, k) for k in ("means", "variances", "weights")):
         raise ValueError(f"{type(dataset).__name__}: score_error needs a Gaussian mixture (means, variances, weights)")
     zd, a = z.double(), logsnr.double().reshape(-1, 1)

@@ -1,10 +1,10 @@
 """A pretrained `UNet2DModel` (diffusers) as an eps predictor on continuous log-SNR, e.g. the
-DDPM CIFAR-10 checkpoint (Ho et al. 2020) that the paper fine-tunes with CDL (SPEC section 6).
+DDPM CIFAR-10 checkpoint (Ho et al. 2020) that the paper fine-tunes with CDL (docs/method.md section 6).
 
 The network was trained on integer steps t of the 1000-step linear-beta grid; a log-SNR a is
 mapped to the fractional step t(a) by linear interpolation of a_t on that grid (a_t is
 decreasing in t), which is exact on grid points and lets CDL ask for log-SNRs in between
-(SPEC section 1). Out-of-range a is clamped to [a_999, a_0]. The step goes to the network as a
+(docs/method.md section 1). Out-of-range a is clamped to [a_999, a_0]. The step goes to the network as a
 float tensor [N], one per row: the sinusoidal ("positional") time embedding of UNet2DModel
 takes fractional steps; checkpoints with a learned (table) or Fourier time embedding do not
 fit this mapping and are refused.

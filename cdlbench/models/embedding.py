@@ -1,5 +1,5 @@
 """Sinusoidal embedding of a continuous noise level (log-SNR), as in Transformer/DDPM time
-embeddings but on a real-valued input, so a network can be asked for any a (SPEC section 1)."""
+embeddings but on a real-valued input, so a network can be asked for any a (docs/method.md section 1)."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """Residual MLP noise predictor eps_theta(z, a) for point clouds, conditioned on continuous log-SNR
-(SPEC section 6: width 128, 2 blocks, sinusoidal embedding)."""
+(docs/method.md section 6: width 128, 2 blocks, sinusoidal embedding)."""
 from __future__ import annotations
 
 import math

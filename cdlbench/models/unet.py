@@ -1,7 +1,7 @@
 """A small U-Net noise predictor eps_theta(z, a) for images (Ronneberger et al. 2015, in the
 DDPM form of Ho et al. 2020, sec. 4 and appendix B: residual blocks with GroupNorm and SiLU,
 the noise-level embedding added inside every block, optional self-attention at the coarsest
-level), conditioned on the continuous log-SNR a (SPEC section 1) instead of an integer step.
+level), conditioned on the continuous log-SNR a (docs/method.md section 1) instead of an integer step.
 
 Optional class conditioning (`conditional: true`, models/conditioning.py): a learned embedding of
 the dataset's class label is added to the noise-level embedding."""

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import UserError
+
 from ..figures import figure
 
 PROVENANCE = ("paper", "reference_code", "third_party")
@@ -26,8 +28,8 @@ FILE_KEYS = ("sources", "entries", "claims", "comparable_only_if")
 NAME_KEYS = ("dataset", "model", "loss", "sampler")
 
 
-class BaselineError(ValueError):
-    pass
+class BaselineError(UserError, ValueError):
+    """A baselines file that cannot be used; the message names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ class Comparison:
 def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
     """Entries and the source descriptions of a baselines file; strict about keys and provenance."""
     path = Path(path)
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise BaselineError(f"{path}: cannot read the baselines file ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
         raise BaselineError(f"{path}: expected a mapping with an 'entries' list")
     unknown = set(data) - set(FILE_KEYS)

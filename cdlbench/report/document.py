@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
 from .baselines import load_baselines
 from .formats import FORMATS, format_spec, renderer
 from .markup import BOLD_RULE, Markup
@@ -87,7 +88,7 @@ def render(run_dirs: list[str | Path], fmt: str = "markdown", baseline: str | Pa
     try:
         from . import plots as plotting
     except ImportError as exc:
-        raise ValueError(f"--plots and --format html need matplotlib ({exc}); pip install 'cdlbench[plots]'") from None
+        raise UserError(f"--plots and --format html need matplotlib ({exc}); pip install 'cdlbench[plots]'") from None
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(plots) if plots is not None else Path(tmp)

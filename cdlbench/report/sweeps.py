@@ -1,4 +1,4 @@
-"""Sweep tables laid out as the paper's sequential-sampler results (SPEC.md sections 4 and 6):
+"""Sweep tables laid out as the paper's sequential-sampler results (docs/method.md sections 4 and 6):
 
 - quality against NFE: one row per deterministic sampler setting (sampler, steps, NFE), one
   column per loss (the paper's Heun deterministic comparison);

@@ -1,4 +1,4 @@
-"""Paper-style tables from records (Wu et al. 2024, Dino table; SPEC section 6).
+"""Paper-style tables from records (Wu et al. 2024, Dino table; docs/method.md section 6).
 
 One table per (dataset, sampler): rows are losses (and models when several), columns are metrics
 with units in the headers (labels, units, order and visibility declared by the components, see
@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
+
 from ..figures import figure
 from ..run.rundir import RunDir
 from .baselines import compare_metric
@@ -25,6 +27,10 @@ ROW_KEYS = ["dataset", "model", "loss", "sampler"]
 
 
 # ---------------------------------------------------------------- loading and statistics
+class NoRecords(UserError, FileNotFoundError):
+    """No complete records in the run directories given."""
+
+
 def load(run_dirs: list[str | Path]) -> pd.DataFrame:
     """Records of complete cells of all run directories; a cell given twice counts once.
 
@@ -38,7 +44,7 @@ def load(run_dirs: list[str | Path]) -> pd.DataFrame:
             frames.append(pd.DataFrame(columns))
         del columns
     if not frames:
-        raise FileNotFoundError(f"no complete records in {', '.join(map(str, run_dirs))}")
+        raise NoRecords(f"no complete records in {', '.join(map(str, run_dirs))}")
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
     del frames
     ident = [c for c in ("suite", "suite_version", "cell", "metric") if c in df.columns]

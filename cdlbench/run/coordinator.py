@@ -26,7 +26,7 @@ from .eval_job import summary_line
 from .executors import EXECUTORS, Done
 from .lock import RunLock
 from .plan import EvalJob, TrainJob, plan
-from .rundir import RunDir, suite_config_hash
+from .rundir import RunDir, RunDirUnwritable, suite_config_hash
 
 
 @dataclass
@@ -217,10 +217,15 @@ class Coordinator:
             self.say(f"  {line}")
         if self.write:
             ident = {**job.identity, **out.extra, **out.env}
-            if out.samples_npz is not None:
-                write_samples(self.run.path, job.cell, out.samples_npz)
-            self.run.commit_cell([{**ident, **r} for r in out.records], [{**ident, **c} for c in out.curves],
-                                 self.config_hash)
+            try:
+                if out.samples_npz is not None:
+                    write_samples(self.run.path, job.cell, out.samples_npz)
+                self.run.commit_cell([{**ident, **r} for r in out.records], [{**ident, **c} for c in out.curves],
+                                     self.config_hash)
+            except OSError as exc:    # full disk, read-only records: this cell fails, the others are tried
+                err = RunDirUnwritable.from_os_error(getattr(exc, "path", None) or exc.filename or self.run.path, exc)
+                self._fail(summary, job, f"could not write its records: {err}")
+                return
         summary.done.append(job.cell)
         self.say(summary_line(job, out.records))
 

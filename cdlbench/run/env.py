@@ -38,5 +38,10 @@ def resolve_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch.cuda.is_available() is False")
+        from ..errors import UserError
+
+        build = ("a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}, "
+                 "but no CUDA device is visible")
+        raise UserError(f"--device cuda (or the suite's device: cuda): the installed torch {torch.__version__} is "
+                        f"{build}; use --device auto (CUDA when present, else the CPU) or --device cpu")
     return torch.device(choice)

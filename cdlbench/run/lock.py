@@ -44,6 +44,15 @@ class RunLock:
                 f"wait for it to finish or pass a different --out")
 
     def acquire(self) -> "RunLock":
+        try:
+            return self._acquire()
+        except RunLocked:
+            raise
+        except OSError as exc:     # read-only, a path component that is a file, a full disk
+            from .rundir import RunDirUnwritable
+            raise RunDirUnwritable.from_os_error(exc.filename or self.path, exc) from None
+
+    def _acquire(self) -> "RunLock":
         self.dir.mkdir(parents=True, exist_ok=True)
         if fcntl is None:  # pragma: no cover - Windows fallback
             try:

@@ -1,4 +1,4 @@
-"""DDIM (Song et al. 2021, eq. 12; SPEC section 4) on a strided subset of the 1000-step DDPM grid.
+"""DDIM (Song et al. 2021, eq. 12; docs/method.md section 4) on a strided subset of the 1000-step DDPM grid.
 
 For consecutive grid times t > t' (abar' = 1 after the last step):
     x0_hat = (x_t - sqrt(1 - abar) eps_hat) / sqrt(abar)

@@ -1,4 +1,4 @@
-"""Sequential DDPM ancestral sampler (Ho et al. 2020, Algorithm 2; SPEC section 4)."""
+"""Sequential DDPM ancestral sampler (Ho et al. 2020, Algorithm 2; docs/method.md section 4)."""
 from __future__ import annotations
 
 import torch

@@ -1,7 +1,7 @@
 """The DDPM reverse-step coefficients on a (possibly strided) subset of the 1000-step grid.
 
 For consecutive grid times t > t' (t' = -1 meaning abar = 1), the effective step has
-beta = 1 - abar_t / abar_t', and the ancestral update (Ho et al. 2020, Algorithm 2; SPEC section 4)
+beta = 1 - abar_t / abar_t', and the ancestral update (Ho et al. 2020, Algorithm 2; docs/method.md section 4)
     x_{t'} = (x_t - beta / sqrt(1 - abar_t) eps_hat) / sqrt(1 - beta) + sigma xi,
     sigma^2 = beta  or  beta~ = (1 - abar_t') / (1 - abar_t) beta  (posterior), 0 on the last step.
 """

@@ -1,4 +1,4 @@
-"""EDM's stochastic Heun sampler (Karras et al. 2022, Algorithm 2; SPEC section 4).
+"""EDM's stochastic Heun sampler (Karras et al. 2022, Algorithm 2; docs/method.md section 4).
 With S_churn = 0 it is the deterministic Algorithm 1 (second-order Heun on the probability-flow
 ODE dx/dsigma = (x - D(x; sigma)) / sigma). One Euler step plus a trapezoid correction per
 step, except the last (sigma_N = 0): NFE = 2N - 1.

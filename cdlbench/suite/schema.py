@@ -279,6 +279,22 @@ def named_range(name: str):
     return None
 
 
+# Upper bounds of the integers that set work (a typo such as steps: 2e9 would run for weeks, an
+# n_samples of 10^9 would exhaust memory): far above anything a suite here needs.
+WORK_BOUNDS = {"steps": 10_000_000, "batch_size": 1_000_000, "width": 65_536, "n_samples": 10_000_000,
+               "n_train": 100_000_000, "mc_points": 1_000_000, "samples_per_batch": 100_000, "max_iters": 1_000_000,
+               "window": 1_000_000, "chunk_size": 1 << 31, "emb_dim": 65_536, "blocks": 1_000}
+MAX_SEEDS = 1000
+MAX_SEED = (1 << 63) - 1
+
+
+def work_bound_problem(key: str, value) -> str | None:
+    bound = WORK_BOUNDS.get(key)
+    if bound is not None and _is_number(value) and value > bound:
+        return f"must be <= {bound:,} (an upper bound on the work one suite may ask for)"
+    return None
+
+
 def value_problem(key: str, value, default, constraint) -> str | None:
     """What is wrong with a parameter value (None when it is allowed): NaN never; infinity only
     where the default is infinite; then the component's own constraint and the named range."""
@@ -286,7 +302,7 @@ def value_problem(key: str, value, default, constraint) -> str | None:
         return "must be a number, not NaN"
     if isinstance(value, float) and math.isinf(value) and not (isinstance(default, float) and math.isinf(default)):
         return "must be finite"
-    checks = [constraint, named_range(key) if _is_number(value) else None]
+    checks = [constraint, named_range(key) if _is_number(value) else None, lambda v: work_bound_problem(key, v)]
     for check in filter(None, checks):
         try:
             problem = check(value)
@@ -342,6 +358,9 @@ def parse_train(spec, file, field) -> dict:
     for key in ("steps", "batch_size", "log_every"):
         if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] <= 0:
             raise SuiteError(file, f"{field}.{key}", f"must be a positive integer, got {out[key]!r}")
+        problem = work_bound_problem(key, out[key])
+        if problem:
+            raise SuiteError(file, f"{field}.{key}", f"{problem}, got {out[key]!r}")
     lr = out["lr"]
     if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
         raise SuiteError(file, f"{field}.lr", f"must be a positive finite number, got {lr!r}")
@@ -394,6 +413,9 @@ def parse_suite(data, file="<suite>", seeds=None) -> Suite:
     if (not isinstance(raw_seeds, list) or not raw_seeds
             or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in raw_seeds)):
         raise SuiteError(file, "seeds", f"must be a non-empty list of non-negative integers, got {raw_seeds!r}")
+    if len(raw_seeds) > MAX_SEEDS or max(raw_seeds) > MAX_SEED:
+        raise SuiteError(file, "seeds", f"at most {MAX_SEEDS} seeds, each below 2^63, got {len(raw_seeds)} "
+                         f"(largest {max(raw_seeds)})")
     if len(set(raw_seeds)) != len(raw_seeds):
         raise SuiteError(file, "seeds", f"contains duplicates: {raw_seeds!r}")
     device = data.get("device", "auto")

@@ -123,3 +123,17 @@ def test_check_regular_file_for_dataset_files(tmp_path):
 def test_shipped_suites_still_load():
     for path in sorted((ROOT / "suites").glob("*.yaml")):
         assert isinstance(load_yaml(path), dict), path
+
+
+@pytest.mark.parametrize("change, field", [({"train": {"steps": 2_000_000_000}}, "train.steps"),
+                                           ({"seeds": list(range(2000))}, "seeds"),
+                                           ({"metrics": {"name": "mmd", "n_samples": 10 ** 9}}, "metrics.n_samples"),
+                                           ({"model": {"name": "mlp", "width": 10 ** 7}}, "model.width")])
+def test_work_fields_have_upper_bounds(change, field):
+    import yaml as _yaml
+
+    from cdlbench.suite import SuiteError, parse_suite
+
+    base = _yaml.safe_load((Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml").read_text())
+    with pytest.raises(SuiteError, match=f"field '{field}'.*(<=|at most)"):
+        parse_suite({**base, **change})

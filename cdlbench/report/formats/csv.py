@@ -1,7 +1,7 @@
 """CSV: the tidy summary, one row per (dataset, model, loss, sampler, metric), with reference columns."""
 from __future__ import annotations
 
-from . import FORMATS, FormatSpec
+from .registry import FORMATS, FormatSpec
 
 
 @FORMATS.register("csv", spec=FormatSpec(suffix=".csv"))

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 
 from ..markup import Markup
-from . import FORMATS, FormatSpec
+from .registry import FORMATS, FormatSpec
 
 STYLE = ("body{font-family:sans-serif;max-width:1400px;margin:2em auto}table{border-collapse:collapse;"
          "margin:1em 0}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}th{background:#eee}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json as _json
 
-from . import FORMATS, FormatSpec
+from .registry import FORMATS, FormatSpec
 
 
 @FORMATS.register("json", spec=FormatSpec(suffix=".json"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 from ..markup import Markup
-from . import FORMATS, FormatSpec
+from .registry import FORMATS, FormatSpec
 
 # one pass over the text, so that a replacement is never escaped again
 SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",

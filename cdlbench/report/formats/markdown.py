@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..markup import Markup
-from . import FORMATS, FormatSpec
+from .registry import FORMATS, FormatSpec
 
 
 class MarkdownMarkup(Markup):

@@ -18,6 +18,7 @@ SUITE = """
 name: dist-tiny
 seeds: [0]
 device: cpu
+sample_batch: 4          # 12 samples in 3 global batches, spread over the ranks
 dataset: {name: digits}
 model: {name: unet, channels: [8, 16], conditional: true}   # labels must follow the global sample index
 train: {steps: 3, batch_size: 16, log_every: 1}
@@ -49,12 +50,13 @@ def test_sharded_sample_reassembles_in_order():
 
 def _run(tmp_path, name, launcher):
     (tmp_path / "s.yaml").write_text(SUITE)
-    env = {**os.environ, "CDLBENCH_SAMPLE_BATCH": "4", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = tmp_path / name / "run"
     cmd = launcher + ["-m", "cdlbench", "run", str(tmp_path / "s.yaml"), "--out", str(out), "--quiet"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert all(r.get("p_sample_batch") == 4 for r in rows if r["metric"] != "_complete")   # in every record
     values = {(r["sampler"], r["metric"]): r["value"] for r in rows
               if r["metric"] in ("mmd", "nfe", "iterations", "converged")}
     samples = {}

@@ -30,7 +30,7 @@ from cdlbench.run.rundir import RunDir, read_jsonl
 from cdlbench.run.coordinator import Runner
 from cdlbench.run.rundir import RunDirMismatch
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1]      # tests/: fault_components.py
 TIMING = {"wall_clock", "train_seconds"}
 
 TINY = fault_components.TINY_SUITE

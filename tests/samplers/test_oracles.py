@@ -1,5 +1,5 @@
 """Oracle tests: samplers, the ITD likelihood and the CDL classifier against the exact
-denoiser of the two-mode Gaussian (SPEC section 6), whose score is known in closed form."""
+denoiser of the two-mode Gaussian (docs/method.md section 6), whose score is known in closed form."""
 import math
 
 import pytest

@@ -355,7 +355,7 @@ def test_package_uses_only_safe_loaders():
     assert not bad, bad
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_suite_validates_and_states_its_runtime(path):
     from cdlbench.suite import load_suite, load_yaml
 
@@ -373,7 +373,7 @@ def test_training_keys_of_shipped_suites_do_not_move():
 
     from cdlbench.suite import load_suite
 
-    root = Path(__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]
     golden = json.loads((root / "golden" / "training_keys.json").read_text())
     for path, keys in golden.items():
         suite = load_suite(root.parent / path)
