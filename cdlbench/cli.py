@@ -93,7 +93,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
         click.echo(tabulate(rows, headers="keys", tablefmt="github"))
         click.echo(f"\n{len(rows)} cells; {sum(r['train_steps'] for r in rows)} training steps in all")
         return
-    from .run.coordinator import RunOptions, Runner
+    from .run.coordinator import Runner
 
     out = Path(out) if out else Path("results") / s.name
     slurm = {"partition": slurm_partition, "gpus_per_job": slurm_gpus_per_job, "cpus_per_job": slurm_cpus_per_job,

@@ -21,7 +21,19 @@ from ..specs import DatasetSpec
 from .base import FiniteImageSet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_ARCHIVE_BYTES = 16 << 30      # a .zip or .npz image set (CIFAR-10 is 160 MB)
+MAX_IMAGE_BYTES = 64 << 20        # one PNG/JPEG of a folder
 NPZ_IMAGE_KEYS = ("images", "x", "arr_0")
+
+
+def regular_file(path: Path, max_bytes: int) -> None:
+    """ImageSetError unless `path` is a regular file of at most max_bytes (not a FIFO, a device)."""
+    from ..suite.yaml_loading import SuiteError, check_regular_file
+
+    try:
+        check_regular_file(path, "image-set file", max_bytes)
+    except SuiteError as exc:
+        raise ImageSetError(exc.message if exc.message.startswith(str(path)) else f"{path}: {exc.message}") from None
 
 
 class ImageSetError(ValueError):
@@ -77,6 +89,7 @@ def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     names = [p.relative_to(path).as_posix() for p in files]
     arrays = []
     for p in files:
+        regular_file(p, MAX_IMAGE_BYTES)
         try:
             blob = p.read_bytes()
         except OSError as exc:
@@ -88,6 +101,7 @@ def read_folder(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def read_zip(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    regular_file(path, MAX_ARCHIVE_BYTES)
     try:
         archive = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
@@ -106,6 +120,7 @@ def read_zip(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An `.npz` with uint8 images [N, H, W, C], [N, C, H, W] or [N, H, W] under 'images' (or 'x',
     'arr_0') and optional integer 'labels' [N]."""
+    regular_file(path, MAX_ARCHIVE_BYTES)
     try:
         data = np.load(path, allow_pickle=False)
     except Exception as exc:

@@ -57,6 +57,12 @@ def save_checkpoint(path: str | Path, state_dict: dict, train_log: dict, config:
     blob = {"format": CACHE_FORMAT, "state_dict": cpu_state, "train_log": train_log,
             "config": json.loads(canonical_json(config)), "config_hash": config_hash(config),
             "content_hash": content_hash(cpu_state)}
+    save_atomically(blob, path)
+
+
+def save_atomically(blob: dict, path: Path) -> None:
+    """torch.save to a unique temporary name beside `path`, fsync, rename: a kill never leaves a
+    half-written file under the real name, and two writers never interleave."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with open(tmp, "wb") as fh:

@@ -7,12 +7,17 @@ from pathlib import Path
 
 import torch
 
+MAX_CHECKPOINT_BYTES = 32 << 30
+
 
 def load_init_weights(net: torch.nn.Module, path: str, device: torch.device | str = "cpu") -> None:
     """Copy the weights in `path` into `net`; errors name the file and the mismatching keys."""
     file = Path(path).expanduser()
     if not file.is_file():
         raise FileNotFoundError(f"train.init_from: {file} is not a file (a cdlbench checkpoint or a state dict)")
+    if file.stat().st_size > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"train.init_from: {file} is {file.stat().st_size:,} bytes; at most "
+                         f"{MAX_CHECKPOINT_BYTES:,} are read")
     try:
         blob = torch.load(file, map_location=device, weights_only=True)
     except Exception as exc:

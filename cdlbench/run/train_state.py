@@ -32,15 +32,13 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import types
-import uuid
 import warnings
 from pathlib import Path
 
 import torch
 
-from .checkpoints import canonical_json, config_hash, content_hash
+from .checkpoints import canonical_json, config_hash, content_hash, save_atomically
 
 TRAIN_STATE_FORMAT = 1
 STATE_SUFFIX = ".train-state.pt"
@@ -169,15 +167,7 @@ def save_train_state(path: str | Path, *, fingerprint: str, step: int, net: dict
                     "pending_losses": pending_losses, "history": [[int(s), float(v)] for s, v in history],
                     "seconds": float(seconds)})
     blob["content_hash"] = _blob_hash(blob)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(blob, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_atomically(blob, path)
 
 
 _FIELDS = ("fingerprint", "step", "net", "ema", "optimizer", "generator", "pending_losses", "history",

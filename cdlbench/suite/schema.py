@@ -16,13 +16,8 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from ..registry import DATASETS, LOSSES, METRICS, MODELS, REGISTRIES, SAMPLERS, Registry, UnknownComponentError
-
-
 from .yaml_loading import SuiteError, load_yaml  # noqa: F401  (re-exported)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")

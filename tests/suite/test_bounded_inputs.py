@@ -137,3 +137,13 @@ def test_work_fields_have_upper_bounds(change, field):
     base = _yaml.safe_load((Path(__file__).resolve().parents[2] / "suites" / "smoke.yaml").read_text())
     with pytest.raises(SuiteError, match=f"field '{field}'.*(<=|at most)"):
         parse_suite({**base, **change})
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_image_set_that_is_a_fifo_is_refused(tmp_path):
+    from cdlbench.datasets.images import ImageSetError, read_image_set
+
+    fifo = tmp_path / "set.npz"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageSetError, match="regular file"):
+        read_image_set(fifo)
