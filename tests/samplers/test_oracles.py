@@ -11,19 +11,7 @@ from cdlbench.losses.cdl import classifier_logit
 from cdlbench.metrics.mmd import mmd2_unbiased
 
 
-@pytest.fixture(scope="module")
-def gmm():
-    return DATASETS["gmm1d"]()
-
-
-@pytest.fixture(scope="module")
-def exact(gmm):
-    return Denoiser.from_eps(gmm.exact_eps)
-
-
-def _inputs(n, steps, seed=0, dim=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=g), torch.randn(steps, n, dim, generator=g)
+from .conftest import inputs as _inputs  # noqa: E402  (the shared oracle fixtures live in conftest.py)
 
 
 def test_ddpm_with_exact_denoiser_samples_the_mixture(gmm, exact):

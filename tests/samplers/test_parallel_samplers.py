@@ -14,19 +14,7 @@ from cdlbench.samplers.taa import anderson_coefficients
 from cdlbench.samplers.warm_start import anchor_steps, exact_prefix
 
 
-@pytest.fixture(scope="module")
-def gmm():
-    return DATASETS["gmm1d"]()
-
-
-@pytest.fixture(scope="module")
-def exact(gmm):
-    return Denoiser.from_eps(gmm.exact_eps)
-
-
-def _inputs(n, steps, seed=0, dim=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, dim, generator=g), torch.randn(steps, n, dim, generator=g)
+from .conftest import inputs as _inputs  # noqa: E402  (the shared oracle fixtures live in conftest.py)
 
 
 # ------------------------------------------------------------------ 1. reference ParaDiGMS loop
