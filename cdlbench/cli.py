@@ -2,6 +2,8 @@
 shown), 2 a user error (invalid suite, bad option, missing file, another suite's run directory)."""
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +12,19 @@ import click
 from .errors import UserError
 
 __all__ = ["cli", "main"]
+
+
+def _exit_interrupted(message: str):
+    """Ctrl-C: say so and exit 130 at once. Further Ctrl-C are ignored and interpreter shutdown is
+    skipped (a library interrupted half-way through its import can re-raise there and turn the exit
+    into death by SIGINT); records are fsynced as they are written and the lock is already released."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        click.echo(message, err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(130)
 
 
 def _fail_usage(message: str):
@@ -105,8 +120,7 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
     except UserError as exc:    # a second run on the same directory, another suite's, a missing package
         _fail_usage(str(exc))
     except KeyboardInterrupt:   # finished records are on disk; the same command resumes
-        click.echo(f"\ninterrupted; finished cells are saved in {out}; run the same command to resume", err=True)
-        sys.exit(130)
+        _exit_interrupted(f"\ninterrupted; finished cells are saved in {out}; run the same command to resume")
     click.echo(f"run directory: {summary.run_dir}  ({len(summary.done)} cells run, "
                f"{len(summary.skipped)} already complete, {len(summary.failed)} failed)")
     if summary.failed:
@@ -201,8 +215,7 @@ def main():
     try:
         cli.main(standalone_mode=False)
     except (KeyboardInterrupt, click.exceptions.Abort):   # Ctrl-C anywhere, start-up included
-        click.echo("\ninterrupted", err=True)
-        sys.exit(130)
+        _exit_interrupted("\ninterrupted")
     except click.exceptions.Exit as exc:                  # --help, --version
         sys.exit(exc.exit_code)
     except click.ClickException as exc:                   # a bad option: click's message, exit 2
