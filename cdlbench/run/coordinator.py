@@ -36,6 +36,7 @@ class RunSummary:
     skipped: list = field(default_factory=list)
     failed: list = field(default_factory=list)   # (cell name, reason)
     executor: str = ""
+    seconds: float = 0.0                         # wall-clock of the jobs' loop
 
 
 @dataclass

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from fault_components import flip_tensor_byte
 import yaml
 from click.testing import CliRunner
 
@@ -263,14 +265,6 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
-def _flip_tensor_byte(path: Path, tensor: torch.Tensor) -> None:
-    """Change one byte inside a stored tensor's data (bit rot the zip reader does not notice)."""
-    raw = bytearray(path.read_bytes())
-    needle = tensor.contiguous().view(torch.uint8).numpy().tobytes()
-    at = raw.find(needle)
-    assert at > 0
-    raw[at + len(needle) // 2] ^= 0xFF
-    path.write_bytes(bytes(raw))
 
 
 def test_corrupt_or_stale_checkpoints_are_detected_and_retrained(tmp_path):
@@ -296,7 +290,7 @@ def test_corrupt_or_stale_checkpoints_are_detected_and_retrained(tmp_path):
     def pickle_with_code(p):
         torch.save({"format": 2, "state_dict": _Payload(str(marker))}, p)
 
-    corruptions = {truncate: "unreadable", lambda p: _flip_tensor_byte(p, weight): "content hash",
+    corruptions = {truncate: "unreadable", lambda p: flip_tensor_byte(p, weight): "content hash",
                    garbage: "unreadable", stale_config: "config hash mismatch", pickle_with_code: "unreadable"}
     for i, (corrupt, reason) in enumerate(corruptions.items()):
         ckpt.write_bytes(good)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fault_components import flip_tensor_byte
+
 import fault_components
 import cdlbench.registry
 from cdlbench import DATASETS, LOSSES, MODELS, Denoiser
@@ -203,13 +205,6 @@ def test_state_of_another_training_is_ignored_with_a_warning(tmp_path):
     assert_same(got, reference("ddpm_ema"))
 
 
-def _flip_byte(path: Path, tensor: torch.Tensor) -> None:
-    raw = bytearray(path.read_bytes())
-    needle = tensor.contiguous().view(torch.uint8).numpy().tobytes()
-    at = raw.find(needle)
-    assert at > 0
-    raw[at + len(needle) // 2] ^= 0xFF
-    path.write_bytes(bytes(raw))
 
 
 def test_corrupt_state_is_ignored_with_a_warning(tmp_path):
@@ -224,7 +219,7 @@ def test_corrupt_state_is_ignored_with_a_warning(tmp_path):
 
     corruptions = {lambda p: p.write_bytes(good[: len(good) // 2]): "unreadable",
                    lambda p: p.write_bytes(b"garbage\n" * 20): "unreadable",
-                   lambda p: _flip_byte(p, weight): "corrupt file",
+                   lambda p: flip_tensor_byte(p, weight): "corrupt file",
                    edited_history: "corrupt file",
                    lambda p: torch.save({"format": 99}, p): "format 99"}
     for corrupt, why in corruptions.items():
