@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 
 # Arguments supplied by the runner (data, generators, shapes), never by a suite.
-RUNTIME_ARGS = frozenset({"denoiser", "x_T", "generator", "noise", "trace", "samples", "reference",
+RUNTIME_ARGS = frozenset({"denoiser", "x_T", "generator", "noise", "trace", "samples",
                           "shape", "data_var", "num_classes", "device", "cache_dir", "reference_key",
                           "class_labels", "labels"})
 

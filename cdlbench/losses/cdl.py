@@ -15,38 +15,53 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.itd import LogisticProposal, _log_var, default_proposal, noisy_inputs
+from ..diffusion.itd import LogisticProposal, _log_var, default_proposal, mmse_gaussian, noisy_inputs
 from ..registry import LOSSES
 from ..specs import LossSpec
 from .base import LossOutput
 
 
 def classifier_logit(denoiser, y: torch.Tensor, zeta: torch.Tensor, a: torch.Tensor, eps: torch.Tensor,
-                     proposal: LogisticProposal, labels: torch.Tensor | None = None) -> torch.Tensor:
+                     proposal: LogisticProposal, labels: torch.Tensor | None = None,
+                     independent: tuple | None = None) -> torch.Tensor:
     """ITD estimate of log p(y) - log p_zeta(y), [K], from shared points a [K, B], eps [K, B, *shape]
-    (with labels [K]: the class-conditional densities log p(y | c) - log p_zeta(y | c))."""
+    (with labels [K]: the class-conditional densities log p(y | c) - log p_zeta(y | c)).
+
+    independent = (a_zeta, eps_zeta, log_var): log p_zeta gets its own points (as the authors'
+    reference code does), so h_G still cancels but the Gaussian reference terms mmse_G(a) do not:
+        logit = 1/2 mean_j w(a'_j) [mmse_zeta(a'_j) - mmse_G(a'_j)] - 1/2 mean_j w(a_j) [mmse(a_j) - mmse_G(a_j)]
+    (docs/method.md section 2, the ITD equation, once per density). Same expectation as the shared
+    form, larger variance."""
     k, b = a.shape
-    z, a_clean, _ = noisy_inputs(y, a, eps)                       # z is shared by both estimates
-    _, a_zeta, rescale = noisy_inputs(y, a, eps, zeta)
+    a_z, eps_z = (a, eps) if independent is None else independent[:2]
+    z, a_clean, _ = noisy_inputs(y, a, eps)
+    z_zeta, a_zeta, rescale = noisy_inputs(y, a_z, eps_z, zeta)   # shared points: z_zeta == z
     rows = None if labels is None else labels.repeat_interleave(b).repeat(2)   # rows: [2, K, B]
-    out = denoiser.eps(torch.cat([z, z]), torch.cat([a_clean, a_zeta]), rows)   # one call, 2*K*B points
+    out = denoiser.eps(torch.cat([z, z_zeta]), torch.cat([a_clean, a_zeta]), rows)   # one call, 2*K*B points
     view = (k, b, *y.shape[1:])
     eps_clean = out[: k * b].reshape(view)
     eps_zeta = (out[k * b:] * rescale.reshape(-1, *([1] * (y.ndim - 1)))).reshape(view)
     mmse_clean = (eps - eps_clean).pow(2).flatten(2).sum(-1)      # [K, B]
-    mmse_zeta = (eps - eps_zeta).pow(2).flatten(2).sum(-1)
-    return 0.5 * (proposal.inverse_density(a) * (mmse_zeta - mmse_clean)).mean(1)
+    mmse_zeta = (eps_z - eps_zeta).pow(2).flatten(2).sum(-1)
+    if independent is None:                                       # h_G and mmse_G cancel point by point
+        return 0.5 * (proposal.inverse_density(a) * (mmse_zeta - mmse_clean)).mean(1)
+    log_var = independent[2]
+    clean = proposal.inverse_density(a) * (mmse_clean - mmse_gaussian(a, log_var.to(a.device)))
+    noisier = proposal.inverse_density(a_z) * (mmse_zeta - mmse_gaussian(a_z, log_var.to(a.device)))
+    return 0.5 * (noisier.mean(1) - clean.mean(1))
 
 
-# base: a loss name or mapping, validated like one; mc_loc/mc_scale None: the default proposal (docs/method.md section 2) (as before they existed)
-@LOSSES.register("cdl", spec=LossSpec(nested={"base": "losses"}), neutral={"mc_loc": None, "mc_scale": None})
+# base: a loss name or mapping, validated like one; mc_loc/mc_scale None: the default proposal (docs/method.md section 2) (as before they existed);
+# shared_points false: independent Monte-Carlo points per density, as in the authors' reference code (docs/method.md section 7)
+@LOSSES.register("cdl", spec=LossSpec(nested={"base": "losses"}),
+                 neutral={"mc_loc": None, "mc_scale": None, "shared_points": True})
 class ContrastiveDiffusionLoss:
     """Base loss plus the noise-classifier (contrastive) loss on K samples per batch."""
 
     def __init__(self, base: str | dict = "itd", weight: float = 1.0, base_weight: float = 1.0,
                  samples_per_batch: int = 2, mc_points: int = 128, zeta_loc: float | None = None,
                  zeta_scale: float | None = None, zeta_clip: float = 3.0, mc_loc: float | None = None,
-                 mc_scale: float | None = None, data_var=1.0, shape: tuple = (2,)):
+                 mc_scale: float | None = None, shared_points: bool = True, data_var=1.0, shape: tuple = (2,)):
         from ..registry import LOSSES as registry  # late: base losses register on import
 
         base_spec = {"name": base} if isinstance(base, str) else dict(base)
@@ -61,6 +76,7 @@ class ContrastiveDiffusionLoss:
         self.zeta_law = zp
         self.weight, self.base_weight = float(weight), float(base_weight)
         self.k, self.b = int(samples_per_batch), int(mc_points)
+        self.shared_points = bool(shared_points)
 
     def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
                  labels: torch.Tensor | None = None) -> LossOutput:
@@ -77,7 +93,13 @@ class ContrastiveDiffusionLoss:
         y = torch.where((label > 0).view(view), x, noised)
         a = self.proposal.sample((k, self.b), generator, device=dev, dtype=dt)               # step 3
         eps = torch.randn((k, self.b, *x.shape[1:]), generator=generator, device=dev, dtype=dt)
-        logit = classifier_logit(denoiser, y, zeta, a, eps, self.proposal, None if labels is None else labels[:k])
+        independent = None
+        if not self.shared_points:                     # log p_zeta's own points, drawn after log p's
+            a_zeta = self.proposal.sample((k, self.b), generator, device=dev, dtype=dt)
+            eps_zeta = torch.randn((k, self.b, *x.shape[1:]), generator=generator, device=dev, dtype=dt)
+            independent = (a_zeta, eps_zeta, self.log_var)
+        logit = classifier_logit(denoiser, y, zeta, a, eps, self.proposal, None if labels is None else labels[:k],
+                                 independent)
         cdl = F.softplus(-label * logit) / self.b                                          # step 4
         # mean over the batch of per_sample reproduces w_std * mean(L_std) + weight * sum_k CDL_k
         per_sample = self.base_weight * base.per_sample

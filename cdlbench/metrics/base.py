@@ -11,10 +11,17 @@ class Metric:
     n_samples: int | None = None
     #: threshold of a per-iteration metric (iterations to threshold); None: none
     threshold: float | None = None
+    #: `<=` instead of `<` at the threshold
+    threshold_inclusive: bool = False
+    #: where the points it compares with come from: "train" (the training set) or "fresh"
+    #: (new draws from the dataset's law)
+    reference_source: str = "train"
+    #: points of the final value's reference set when it differs from the per-iteration one (None: the same)
+    final_reference_count: int | None = None
     #: arrays for plots made by the last call (an instance attribute where a metric has any)
     artifacts = MappingProxyType({})
 
-    def reference_size(self, cell_samples: int) -> int | None:
+    def reference_count(self, cell_samples: int) -> int | None:
         """Reference points to compare with (None: the whole training split)."""
         return self.n_samples if self.n_samples is not None else cell_samples
 

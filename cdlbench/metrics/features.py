@@ -187,7 +187,7 @@ class FeatureMetric(Metric):
 
     Runtime context (from the runner, not the suite): device, cache_dir, reference_key."""
 
-    def reference_size(self, cell_samples: int) -> None:
+    def reference_count(self, cell_samples: int) -> None:
         """The whole reference split, not a subsample."""
         return None
 

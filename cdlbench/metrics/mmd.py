@@ -8,6 +8,7 @@ import torch
 
 from ..registry import METRICS
 from .base import Metric
+from ..constraints import one_of
 from ..specs import MetricSpec
 
 
@@ -55,15 +56,32 @@ def _threshold_ok(v):
     return None if v is None or (isinstance(v, (int, float)) and v > 0) else "must be > 0"
 
 
+REFERENCE_SOURCES = ("train", "fresh")
+THRESHOLD_RULES = ("<", "<=")
+
+
+# reference/reference_size/threshold_rule: added later, neutral at today's behaviour (training
+# points, as many as samples, strict `<`); "fresh", 8000 and "<=" are the CDL reference code's
 @METRICS.register("mmd", constraints={"bandwidth": _bandwidth_ok, "threshold": _threshold_ok,
-                                      "n_samples": lambda v: None if v >= 2 else "must be >= 2"},
-                  spec=MetricSpec(label="MMD^2", per_iteration=True, headline=1))
+                                      "n_samples": lambda v: None if v >= 2 else "must be >= 2",
+                                      "reference": one_of(*REFERENCE_SOURCES), "threshold_rule": one_of(*THRESHOLD_RULES),
+                                      "reference_size": lambda v: None if v is None or (isinstance(v, int) and v >= 2)
+                                      else "must be null or an integer >= 2"},
+                  spec=MetricSpec(label="MMD^2", per_iteration=True, headline=1),
+                  neutral={"reference": "train", "reference_size": None, "threshold_rule": "<"})
 class MMD(Metric):
-    """Unbiased MMD^2 to data points; with Picard, also per iteration and iterations to a threshold."""
+    """Unbiased MMD^2 to data points; with Picard, also per iteration and iterations to a threshold.
 
+    reference: the points compared with, `train` (drawn from the training set without replacement)
+    or `fresh` (new draws from the dataset's law); reference_size: points of the final value's
+    reference (null: n_samples, the same set as the per-iteration curve); threshold_rule: `<` or
+    `<=` for the iteration reaching the threshold."""
 
-    def __init__(self, bandwidth: float | str = "median", n_samples: int = 2000, threshold: float | None = None):
+    def __init__(self, bandwidth: float | str = "median", n_samples: int = 2000, threshold: float | None = None,
+                 reference: str = "train", reference_size: int | None = None, threshold_rule: str = "<"):
         self.bandwidth, self.n_samples, self.threshold = bandwidth, int(n_samples), threshold
+        self.reference_source, self.final_reference_count = reference, reference_size
+        self.threshold_inclusive = threshold_rule == "<="
 
     def __call__(self, samples: torch.Tensor, reference: torch.Tensor) -> float:
         return mmd2_unbiased(samples[: self.n_samples], reference, self.bandwidth)

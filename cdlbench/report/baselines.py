@@ -24,7 +24,7 @@ from ..figures import figure
 PROVENANCE = ("paper", "reference_code", "third_party")
 ENTRY_KEYS = ("id", "experiment", "provenance", "source", "match", "settings", "values", "censored", "note",
               "comparable_only_if")
-FILE_KEYS = ("sources", "entries", "claims", "comparable_only_if")
+FILE_KEYS = ("sources", "entries", "claims", "comparable_only_if", "defaults")
 NAME_KEYS = ("dataset", "model", "loss", "sampler")
 
 
@@ -44,6 +44,7 @@ class Baseline:
     censored: tuple = ()
     note: str = ""
     comparable_only_if: dict = field(default_factory=dict)    # metric -> settings that must agree
+    defaults: dict = field(default_factory=dict)   # setting -> what a row that does not record it used
 
     def only_if(self, metric: str) -> tuple:
         """The settings that must agree for `metric` to be compared at all."""
@@ -85,6 +86,10 @@ def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
         raise BaselineError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {', '.join(FILE_KEYS)}")
     sources = data.get("sources") or {}
     defaults = _only_if(data.get("comparable_only_if"), f"{path}: comparable_only_if", None)
+    absent = data.get("defaults") or {}
+    if not isinstance(absent, dict):
+        raise BaselineError(f"{path}: defaults: must be a mapping setting -> cdlbench's value when a run does not "
+                            f"record it")
     out = []
     for i, e in enumerate(data["entries"]):
         where = f"{path}: entries[{i}]"
@@ -107,7 +112,7 @@ def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
         out.append(Baseline(str(e.get("id", i)), e.get("experiment", ""), e["provenance"], e["source"],
                             dict(e.get("match") or {}), settings, dict(e["values"]),
                             tuple(e.get("censored") or ()), e.get("note", ""),
-                            {**{m: k for m, k in defaults.items() if m in e["values"]}, **own}))
+                            {**{m: k for m, k in defaults.items() if m in e["values"]}, **own}, dict(absent)))
     return out, sources
 
 
@@ -148,7 +153,16 @@ def matches(b: Baseline, row: dict) -> bool:
 def _show(v) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
-    return "unset" if v is None else str(v)
+    return "none" if v is None else str(v)
+
+
+def setting_of(b: Baseline, row: dict, key: str):
+    """Our row's value of a reference setting: a component name for dataset/model/loss/sampler,
+    else its p_* column, else what cdlbench used when it records none (the file's `defaults`:
+    parameters at their neutral value are left out of records)."""
+    if key in NAME_KEYS:
+        return component_name(row.get(key, ""))
+    return row[key] if key in row else b.defaults.get(key)
 
 
 def crossed_settings(b: Baseline, row: dict, keys=None) -> list[str]:
@@ -157,7 +171,7 @@ def crossed_settings(b: Baseline, row: dict, keys=None) -> list[str]:
     for key, want in b.settings.items():
         if keys is not None and key not in keys:
             continue
-        have = row.get(key, None)
+        have = setting_of(b, row, key)
         if not _same(have, want):
             out.append(f"{key.removeprefix('p_')}: ours {_show(have)}, reference {_show(want)}")
     return out
@@ -165,7 +179,7 @@ def crossed_settings(b: Baseline, row: dict, keys=None) -> list[str]:
 
 def blocking_settings(b: Baseline, row: dict, metric: str) -> list[str]:
     """The settings that must agree for `metric` (Baseline.only_if) and do not."""
-    return [k for k in b.only_if(metric) if k in b.settings and not _same(row.get(k), b.settings[k])]
+    return [k for k in b.only_if(metric) if k in b.settings and not _same(setting_of(b, row, k), b.settings[k])]
 
 
 def verdict(ours: float | None, ref: float | None, higher_is_better: bool) -> tuple[float | None, str]:

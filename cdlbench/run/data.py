@@ -42,9 +42,16 @@ def prepare(ds: Component, seed: int, device: torch.device) -> Prepared:
                     None if labels is None else labels.long().to(device), declared(spec.kind, ds.params) == "images")
 
 
-def reference_points(prep: Prepared, seed: int, n: int | None) -> torch.Tensor:
-    """The data a metric compares samples with: the whole training set in its own order (n None or
-    at least the set), else n points drawn without replacement from the seed's generator."""
+def reference_points(prep: Prepared, seed: int, n: int | None, source: str = "train") -> torch.Tensor:
+    """The data a metric compares samples with. source `train`: the whole training set in its own
+    order (n None or at least the set), else n points drawn without replacement from the seed's
+    generator; `fresh`: n new draws from the dataset's law (their own generator per count, so
+    sets of different sizes are independent), never the training points."""
+    if source == "fresh":
+        if n is None:
+            raise ValueError("a fresh reference set needs a size")
+        gen = make_generator(torch.device("cpu"), seed, f"fresh-reference-{n}")
+        return prep.dataset.sample(n, gen).to(prep.data.device)
     if n is None or n >= prep.data.shape[0]:
         return prep.data
     gen = make_generator(torch.device("cpu"), seed, "reference")

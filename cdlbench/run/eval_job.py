@@ -91,8 +91,10 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
         spec = METRICS.entry(m.name).spec
         metric = METRICS.build(m.name, m.params, device=ctx.device, cache_dir=job.cache_dir,
                                reference_key=reference_key(job, prep.dataset))
-        ref = reference_points(prep, job.seed, metric.reference_size(job.n_samples))
-        value = metric(result.samples, ref, **{k: context[k] for k in spec.context})
+        ref = reference_points(prep, job.seed, metric.reference_count(job.n_samples), metric.reference_source)
+        final_ref = ref if metric.final_reference_count is None else \
+            reference_points(prep, job.seed, metric.final_reference_count, metric.reference_source)
+        value = metric(result.samples, final_ref, **{k: context[k] for k in spec.context})
         artifacts.setdefault("data", ref)            # the first metric's data, for the sample plots
         if isinstance(value, dict):      # one record per declared part, e.g. score_error_id
             for part, v in value.items():
@@ -106,7 +108,7 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
             curves += [{"metric": m.name, "x": i, "value": v, **flatten_params("metric", m)}
                        for i, v in enumerate(curve, 1)]
             if metric.threshold is not None:
-                hit = first_below(curve, metric.threshold)
+                hit = first_below(curve, metric.threshold, metric.threshold_inclusive)
                 records.append(_record(f"{m.name}_iters_to_threshold", hit, "passes", False, m, censored=hit is None))
     return records, curves
 

@@ -44,6 +44,16 @@ def _check_finite(values: list[float], first_step: int, parts: dict) -> None:
                                 f"read back together; parts of step {last}: {shown})")
 
 
+def batch_indices(step: int, batch_size: int, n: int, order: str, generator: torch.Generator,
+                  device) -> torch.Tensor:
+    """The training points of one step: `random` draws batch_size indices with replacement from
+    the generator; `sequential` takes the next batch_size points of the set in its own order,
+    wrapping around at the end (as the CDL authors' 2-D reference code feeds its fixed set)."""
+    if order == "sequential":
+        return torch.arange(step * batch_size, (step + 1) * batch_size, device=device) % n
+    return torch.randint(0, n, (batch_size,), generator=generator, device=device)
+
+
 def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generator: torch.Generator,
           progress: bool = True, desc: str = "train", labels: torch.Tensor | None = None,
           state_path: str | Path | None = None) -> tuple[torch.nn.Module, TrainLog]:
@@ -96,7 +106,8 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
                initial=first, total=steps)
     try:
         for step in bar:
-            idx = torch.randint(0, data.shape[0], (cfg["batch_size"],), generator=generator, device=data.device)
+            idx = batch_indices(step, cfg["batch_size"], data.shape[0], cfg.get("batches", "random"), generator,
+                                data.device)
             if labels is None:
                 out = loss_fn(denoiser, data[idx], generator=generator)
             else:

@@ -25,8 +25,11 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # ---------------------------------------------------------------- schema
 TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 128, "lr": 1e-3, "ema": None, "log_every": 100}
-TRAIN_OPTIONAL = ("init_from", "checkpoint_every")   # in the train dict only when given
+TRAIN_OPTIONAL = ("init_from", "checkpoint_every", "batches")   # in the train dict only when given
 EXECUTION_KEYS = ("checkpoint_every",)   # train keys that change no number: out of cache keys and records
+# train keys added later, at the value that keeps earlier suites' keys: left out of keys and records
+TRAIN_NEUTRAL = {"batches": "random"}
+BATCH_ORDERS = ("random", "sequential")
 DEFAULT_SAMPLE_BATCH = 250       # neutral value of `sample_batch` (left out of configs and records)
 EXECUTORS = ("inline", "local", "submitit")
 EXECUTOR_KEYS = {"name": "one of " + ", ".join(EXECUTORS), "jobs": "a positive integer (workers)",
@@ -88,15 +91,17 @@ class Cell:
 
     def training_key(self) -> str:
         """Hash of everything that changes the trained weights."""
-        train = {k: v for k, v in self.train.items() if k not in EXECUTION_KEYS}
+        train = keyed(self.train)
         blob = json.dumps([self.dataset.key(), self.model.key(), json.dumps(train, sort_keys=True),
                            self.loss.key(), self.seed], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def keyed(train: dict) -> dict:
-    """A train block without its execution-only keys (they change no number)."""
-    return {k: v for k, v in train.items() if k not in EXECUTION_KEYS}
+    """A train block without its execution-only keys (they change no number) and without keys at
+    their neutral value (TRAIN_NEUTRAL)."""
+    return {k: v for k, v in train.items()
+            if k not in EXECUTION_KEYS and not (k in TRAIN_NEUTRAL and TRAIN_NEUTRAL[k] == v)}
 
 
 def train_labels(trains: list[dict]) -> list[str]:
@@ -104,8 +109,10 @@ def train_labels(trains: list[dict]) -> list[str]:
     trains = [keyed(t) for t in trains]
     if len(trains) < 2:
         return [""] * len(trains)
-    keys = [k for k in trains[0] if len({json.dumps(t[k], default=str) for t in trains}) > 1]
-    return [f"train[{','.join(f'{k}={t[k]}' for k in keys)}]" for t in trains]
+    value = lambda t, k: t.get(k, TRAIN_NEUTRAL.get(k))  # noqa: E731  (a neutral key is left out)
+    names = list(dict.fromkeys(k for t in trains for k in t))
+    keys = [k for k in names if len({json.dumps(value(t, k), default=str) for t in trains}) > 1]
+    return [f"train[{','.join(f'{k}={value(t, k)}' for k in keys)}]" for t in trains]
 
 
 @dataclass
@@ -346,6 +353,9 @@ def parse_train(spec, file, field) -> dict:
     out = {**TRAIN_DEFAULTS, **spec}
     if "init_from" in out and not (isinstance(out["init_from"], str) and out["init_from"]):
         raise SuiteError(file, f"{field}.init_from", f"must be the path of a checkpoint file, got {out['init_from']!r}")
+    if out.get("batches", "random") not in BATCH_ORDERS:
+        raise SuiteError(file, f"{field}.batches", f"must be one of {', '.join(BATCH_ORDERS)} (random: indices drawn "
+                         f"with replacement; sequential: the training set in its order), got {out['batches']!r}")
     every = out.get("checkpoint_every")
     if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
         raise SuiteError(file, f"{field}.checkpoint_every", f"must be null or a positive integer (steps between "

@@ -148,3 +148,46 @@ def test_cli_bad_baseline_is_usage_error(run_dir, tmp_path):
     bad.write_text("entries:\n  - {provenance: blog, source: x, values: {mmd: 1}}\n")
     res = CliRunner().invoke(cli, ["report", str(run_dir), "--baseline", str(bad)])
     assert res.exit_code == 2 and "provenance" in res.output
+
+
+def test_paper_defaults_are_the_registered_neutral_values():
+    """baselines/paper.yaml's `defaults` (what a run that records no such column used) cannot drift
+    from the components' declared neutral values."""
+    from cdlbench.registry import LOSSES, METRICS, load_components
+    from cdlbench.report.baselines import load_baselines
+    from cdlbench.suite.schema import TRAIN_DEFAULTS, TRAIN_NEUTRAL
+
+    load_components()
+    entries, _ = load_baselines("baselines/paper.yaml")
+    defaults = entries[0].defaults
+    neutral = {**{f"p_train_{k}": v for k, v in TRAIN_NEUTRAL.items()},
+               "p_train_ema": TRAIN_DEFAULTS["ema"],
+               "p_loss_reduction": LOSSES.entry("ddpm").neutral["reduction"],
+               "p_loss_shared_points": LOSSES.entry("cdl").neutral["shared_points"],
+               **{f"p_metric_{k}": v for k, v in METRICS.entry("mmd").neutral.items()}}
+    for key, value in neutral.items():
+        assert defaults[key] == value, key
+
+
+def test_dino_comparison_lists_ema_and_every_reference_setting():
+    """A row with cdlbench's defaults (EMA 0.999, residual mlp, random batches, ...) against the
+    reference code's Dino entry: every declared difference is listed, EMA included; a row with the
+    reference settings lists none of them."""
+    from cdlbench.report.baselines import compare_metric, load_baselines
+
+    entries, _ = load_baselines("baselines/paper.yaml")
+    ours = {"dataset": "dino", "model": "mlp", "loss": "ddpm", "sampler": "picard[window=1000]",
+            "p_sampler_drift": "ddpm", "p_sampler_steps": 1000, "p_sampler_tolerance": 0.1, "p_metric_n_samples": 1000,
+            "p_metric_bandwidth": 0.03, "p_train_steps": 20000, "p_train_batch_size": 128, "p_model_width": 128,
+            "p_model_blocks": 2, "p_metric_threshold": 0.002, "p_env_accelerator": "cpu", "p_train_ema": 0.999}
+    stats = {"mean": 0.005, "n": 3, "n_runs": 3, "higher_is_better": False}
+    c = compare_metric(entries, ours, "mmd", stats)
+    crossed = {t.split(":")[0] for t in c.crossed}
+    assert {"train_ema", "model", "train_batches", "loss_reduction", "metric_reference", "metric_reference_size",
+            "metric_threshold_rule", "model_blocks", "train_steps", "env_accelerator"} <= crossed
+    assert "train_ema: ours 0.999, reference none" in c.crossed
+    reference_like = {**ours, "model": "mlp-discrete", "p_model_blocks": 3, "p_train_ema": None,
+                      "p_train_batches": "sequential", "p_loss_reduction": "sum", "p_metric_reference": "fresh",
+                      "p_metric_reference_size": 8000, "p_metric_threshold_rule": "<="}
+    left = {t.split(":")[0] for t in compare_metric(entries, reference_like, "mmd", stats).crossed}
+    assert left == {"train_steps", "metric_n_samples", "env_accelerator"}
