@@ -10,6 +10,7 @@ settings it crosses. The output formats (formats/) lay these tables out.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,42 @@ from ..run.rundir import RunDir
 from .baselines import compare_metric
 from .markup import Candidate, Markup, NumberFormat, clear_best, fmt_cell, fmt_number, header  # noqa: F401
 
-ROW_KEYS = ["dataset", "model", "loss", "sampler"]
+ROW_KEYS = ["dataset", "model", "train", "loss", "sampler"]
+TRAIN_NEUTRAL_SHOWN = {"p_train_batches": "random"}     # a train key left out of records at this value
+
+
+def _train_value(key: str, value) -> str:
+    if _missing(value):
+        return TRAIN_NEUTRAL_SHOWN.get(key, "none")
+    if key == "p_train_init_from" and isinstance(value, str):    # the pretraining, briefly
+        try:
+            init = json.loads(value)
+            return f"{init['loss']['name']}@{init['train']['steps']}"
+        except (ValueError, KeyError, TypeError):
+            return value
+    return _show_number(value)
+
+
+def _show_number(v) -> str:
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def with_train_labels(df: pd.DataFrame) -> pd.DataFrame:
+    """A `train` column naming what distinguishes the row's training from the other rows' (the
+    p_train_* settings that vary over the records, e.g. several train blocks, or suites with other
+    training), and the snapshot step (p_train_step: train.snapshots) as its own axis; '' where
+    every record was trained alike."""
+    cols = [c for c in df.columns if c.startswith("p_train_") and c != "p_train_step"
+            and df[c].map(lambda v: _train_value(c, v)).nunique() > 1]
+    parts = [df[c].map(lambda v, c=c: f"{c.removeprefix('p_train_')}={_train_value(c, v)}") for c in cols]
+    if "p_train_step" in df.columns:
+        parts.append(df["p_train_step"].map(lambda v: "" if _missing(v) else f"step={int(v)}"))
+    if not parts:
+        return df.assign(train="")
+    label = parts[0]
+    for part in parts[1:]:
+        label = label.str.cat(part, sep=",")
+    return df.assign(train=label.str.strip(",").str.replace(",,", ",", regex=False))
 
 
 # ---------------------------------------------------------------- loading and statistics
@@ -48,7 +84,7 @@ def load(run_dirs: list[str | Path]) -> pd.DataFrame:
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
     del frames
     ident = [c for c in ("suite", "suite_version", "cell", "metric") if c in df.columns]
-    return df.drop_duplicates(subset=ident, keep="first").reset_index(drop=True)
+    return with_train_labels(df.drop_duplicates(subset=ident, keep="first").reset_index(drop=True))
 
 
 def load_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
@@ -62,6 +98,8 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Long table: one row per (dataset, model, loss, sampler, metric) with mean, std (ddof 1), n
     (runs that reached a value), n_runs, censored, unit, direction and the group's p_* parameters."""
     out = []
+    if "train" not in df.columns:
+        df = with_train_labels(df)
     pcols = [c for c in df.columns if c.startswith("p_")]
     for key, g in df.groupby(ROW_KEYS + ["metric"], sort=False):
         vals = pd.to_numeric(g["value"], errors="coerce")
@@ -75,7 +113,10 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
                     "unit": first.get("unit", ""), "higher_is_better": bool(first.get("higher_is_better") or False),
                     **{c: first[c] for c in pcols if not _missing(first[c])},
                     **accelerator_setting(first)})
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out)
+    if len(frame) and (frame["train"] == "").all():     # one kind of training: no train column
+        frame = frame.drop(columns="train")
+    return frame
 
 
 def accelerator_setting(record) -> dict:
@@ -121,14 +162,17 @@ def sections(summary: pd.DataFrame) -> list[Section]:
     """Group the summary into paper tables: one per (dataset, sampler), rows (model,) loss."""
     out = []
     show_model = summary["model"].nunique() > 1
+    show_train = "train" in summary.columns and summary["train"].nunique() > 1
+    if "train" not in summary.columns:
+        summary = summary.assign(train="")
     for (ds, sampler), g in summary.groupby(["dataset", "sampler"], sort=False):
-        sec = Section(ds, sampler, (["model"] if show_model else []) + ["loss"])
-        for (model, loss), rg in g.groupby(["model", "loss"], sort=False):
+        sec = Section(ds, sampler, (["model"] if show_model else []) + (["train"] if show_train else []) + ["loss"])
+        for (model, train, loss), rg in g.groupby(["model", "train", "loss"], sort=False):
             recs = rg.to_dict(orient="records")
             params = {}
             for r in recs:          # union over the row's metrics (p_metric_* come from metric records)
                 params.update({k: v for k, v in r.items() if k.startswith("p_") and not _missing(v) and k not in params})
-            sec.rows.append(Row({"dataset": ds, "model": model, "loss": loss, "sampler": sampler},
+            sec.rows.append(Row({"dataset": ds, "model": model, "train": train, "loss": loss, "sampler": sampler},
                                 {r["metric"]: r for r in recs}, params))
         sec.metrics = metric_order(set(g["metric"]))
         out.append(sec)
@@ -195,7 +239,7 @@ def _footnotes(items) -> dict:
     """(baseline id, loss, crossed settings) -> footnote number, in order of appearance."""
     notes: dict = {}
     for _, row, c in items:
-        key = (c.baseline.id, row.labels["loss"], tuple(c.crossed))
+        key = (c.baseline.id, row.labels["train"], row.labels["loss"], tuple(c.crossed))
         if key not in notes:
             notes[key] = len(notes) + 1
     return notes
@@ -203,8 +247,9 @@ def _footnotes(items) -> dict:
 
 def footnote_lines(items) -> list[str]:
     lines = []
-    for (bid, loss, crossed), i in _footnotes(items).items():
+    for (bid, train, loss, crossed), i in _footnotes(items).items():
         b = next(c.baseline for _, _, c in items if c.baseline.id == bid)
+        loss = loss + (f" ({train})" if train else "")
         where = f"[{i}] {loss} vs `{bid}` ({b.provenance_text()}; {b.experiment}"
         where += f"; {b.note})" if b.note else ")"
         lines.append(where + (": crosses settings: " + "; ".join(crossed) if crossed else ": same settings"))
@@ -225,13 +270,14 @@ def comparison_frame(items, markup: Markup) -> pd.DataFrame:
     rows = []
     notes = _footnotes(items)
     for sec, row, c in items:
-        note = notes[(c.baseline.id, row.labels["loss"], tuple(c.crossed))]
+        note = notes[(c.baseline.id, row.labels["train"], row.labels["loss"], tuple(c.crossed))]
         number = column_format(sec, c.metric, extra=[c.reference])
         ours = "never" if c.ours is None else f"{number(c.ours)} (n={c.ours_n})"
         ref = "never" if c.reference is None else number(c.reference)
         delta = "-" if c.delta is None else ("+" if c.delta > 0 else "") + number(c.delta)
         rel = "" if c.delta is None or not c.reference else f" ({100 * c.delta / abs(c.reference):+.0f}%)"
-        rows.append({"loss": row.labels["loss"], "metric": header(c.metric), "ours (mean)": ours,
+        loss = row.labels["loss"] + (f" ({row.labels['train']})" if row.labels["train"] else "")
+        rows.append({"loss": loss, "metric": header(c.metric), "ours (mean)": ours,
                      "reference": f"{ref} ({c.baseline.provenance_text()})", "ours - reference": delta + rel,
                      "verdict": verdict_text(c),
                      "settings": f"differ [{note}]" if c.crossed else f"same [{note}]"})
@@ -249,11 +295,11 @@ def long_frame(summary: pd.DataFrame, items) -> pd.DataFrame:
         return summary
     extra = {}
     for _, row, c in items:
-        key = (row.labels["dataset"], row.labels["model"], row.labels["loss"], row.labels["sampler"], c.metric)
+        key = tuple(row.labels[k] for k in ROW_KEYS) + (c.metric,)
         extra[key] = {"reference": c.reference, "reference_id": c.baseline.id,
                       "reference_provenance": c.baseline.provenance, "delta": c.delta, "verdict": c.verdict,
                       "crossed_settings": "; ".join(c.crossed),
                       "not_comparable_because": "; ".join(c.blocking_text) or None}
-    add = [extra.get(tuple(r[k] for k in ROW_KEYS + ["metric"]), dict.fromkeys(LONG_COLUMNS))
+    add = [extra.get(tuple(r.get(k, "") for k in ROW_KEYS) + (r["metric"],), dict.fromkeys(LONG_COLUMNS))
            for _, r in summary.iterrows()]
     return pd.concat([summary.reset_index(drop=True), pd.DataFrame(add, columns=LONG_COLUMNS)], axis=1)

@@ -147,6 +147,14 @@ class Coordinator:
         evals = [j for j in jobs if isinstance(j, EvalJob)]
         summary.skipped = [j.cell for j in evals if j.cell in complete]
         wanted = {j.train_id for j in evals if j.cell not in complete}
+        by_id = {j.id: j for j in jobs}
+        for tid in list(wanted):                     # and the pretrainings those depend on
+            stack = [tid]
+            while stack:
+                for dep in by_id[stack.pop()].depends_on:
+                    if dep not in wanted:
+                        wanted.add(dep)
+                        stack.append(dep)
         queue = [j for j in jobs if (isinstance(j, EvalJob) and j.cell not in complete)
                  or (isinstance(j, TrainJob) and j.id in wanted)]
         self.write = write
@@ -182,11 +190,16 @@ class Coordinator:
         return f"jobs: {len(finished)} done, {len(self.executor.running())} running, {len(queue)} queued"
 
     def _with_weights(self, job, finished: dict):
-        """An EvalJob gets its TrainJob's weights when they could not be cached."""
+        """An EvalJob gets its TrainJob's weights, a fine-tune its pretraining's weights (and Adam
+        state), when they could not be cached."""
         if isinstance(job, EvalJob) and job.train_id in finished:
             outcome = finished[job.train_id].outcome
             if outcome is not None and outcome.weights is not None:
                 return dataclasses.replace(job, weights=outcome.weights, train_info=outcome.info)
+        if isinstance(job, TrainJob) and job.depends_on and job.depends_on[0] in finished:
+            outcome = finished[job.depends_on[0]].outcome
+            if outcome is not None and outcome.weights is not None:
+                return dataclasses.replace(job, init_weights=outcome.weights, init_optimizer=outcome.optimizer)
         return job
 
     def _fail_orphans(self, queue: list, finished: dict, summary: RunSummary) -> list:
@@ -199,6 +212,9 @@ class Coordinator:
                 continue
             if self.executor.eager:
                 self.executor.cancel(job.id)
+            if isinstance(job, TrainJob):            # a fine-tune of a failed pretraining: its cells fail in turn
+                finished[job.id] = Done(job, reason=f"its pretraining failed: {dep.reason}", details=dep.details)
+                continue
             self._fail(summary, job, dep.reason, dep.details)
         return keep
 

@@ -19,7 +19,7 @@ from .context import JobContext
 from .data import Prepared, prepare, reference_points
 from .plan import EvalJob, flatten_params
 from .sampling import CellSampler
-from .train_job import build_network, checkpoint_path
+from .train_job import build_network, checkpoint_path, snapshot_config, snapshot_path
 
 
 class NonFiniteSamples(RuntimeError):
@@ -45,7 +45,12 @@ def trained_denoiser(job: EvalJob, prep: Prepared, device: torch.device) -> tupl
     """The cell's trained network: weights handed over by the coordinator (not cacheable), else
     the verified checkpoint its TrainJob cached."""
     net = build_network(job, prep, device)
-    if job.weights is not None:
+    if job.snapshot_step is not None:           # the weights at an earlier step (train.snapshots; cached only)
+        blob = load_checkpoint(snapshot_path(job.cache_dir, job.train_key, job.snapshot_step, device),
+                               snapshot_config(job.train_config, job.snapshot_step), map_location=device)
+        net.load_state_dict(blob["state_dict"])
+        info = blob["train_log"]
+    elif job.weights is not None:
         net.load_state_dict({k: v.to(device) for k, v in job.weights.items()})
         info = dict(job.train_info or {})
     else:

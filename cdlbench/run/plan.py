@@ -41,6 +41,11 @@ class TrainJob:
     cache_dir: str
     use_cache: bool = True      # False: retrain even when a valid checkpoint is cached
     depends_on: tuple = ()      # job ids (a fine-tune's pretraining)
+    init_key: str | None = None         # a fine-tune: the training key of its pretraining
+    init_config: dict | None = None     # ... and the config its checkpoint is verified against
+    keep_optimizer: bool = False        # a pretraining whose Adam state a fine-tune resumes
+    init_weights: dict | None = None    # the pretraining's weights when they could not be cached
+    init_optimizer: dict | None = None
 
     @property
     def checkpoint_name(self) -> str:
@@ -71,6 +76,7 @@ class EvalJob:
     train_config: dict = field(default_factory=dict)
     weights: dict | None = None  # in-memory weights when the checkpoint could not be cached
     train_info: dict | None = None
+    snapshot_step: int | None = None   # evaluate the weights saved at this training step (train.snapshots)
 
     @property
     def depends_on(self) -> tuple:
@@ -119,23 +125,66 @@ def wants_trace(suite: Suite) -> bool:
     return any(METRICS.entry(m.name).spec.per_iteration for m in suite.metrics)
 
 
+def pretraining_cell(cell: Cell) -> Cell | None:
+    """The cell whose training a fine-tune starts from (train.init_from as a mapping): the same
+    dataset, model and seed with the pretraining's loss and train block; None for other cells.
+    Its training key is that of the same training from scratch, so it shares that checkpoint."""
+    init = cell.train.get("init_from")
+    if not isinstance(init, dict):
+        return None
+    from ..registry import LOSSES
+    from ..suite.schema import TRAIN_DEFAULTS, parse_component
+
+    loss = parse_component(dict(init["loss"]), LOSSES, "<init_from>", "init_from.loss")
+    return Cell(cell.dataset, cell.model, {**TRAIN_DEFAULTS, **init["train"]}, loss, cell.sampler, cell.seed)
+
+
+def snapshot_steps(train: dict) -> list:
+    """The steps an EvalJob is made for: each of train.snapshots, else the last step only."""
+    return list(train.get("snapshots") or [train["steps"]])
+
+
+def _train_job(cell: Cell, device: str, cache_dir, use_cache: bool, label: str | None = None, **extra) -> TrainJob:
+    key = cell.training_key()
+    label = label or f"{cell.dataset.label}/{cell.model.label}/{cell.loss.label}/seed={cell.seed}"
+    return TrainJob(f"train:{key}", key, label, cell.dataset, cell.model, cell.loss, dict(cell.train), cell.seed,
+                    training_config(cell), device, str(cache_dir), use_cache, **extra)
+
+
 def plan(suite: Suite, *, device: str | None = None, cache_dir: str | Path, use_cache: bool = True) -> list:
     """The suite's jobs: per (training key, seed) one TrainJob, followed by the EvalJobs of its
-    cells (one per sampler), in the suite's cell order."""
+    cells (one per sampler, and per snapshot step where train.snapshots is set), in the suite's
+    cell order. A fine-tune (train.init_from a mapping) depends on its pretraining's TrainJob,
+    planned once for every loss that starts from it."""
     device = device or suite.device
     n, trace = sample_count(suite), wants_trace(suite)
     jobs, trains = [], {}
     for cell in suite.cells():
         key = cell.training_key()
         if key not in trains:
-            tid = f"train:{key}"
-            trains[key] = TrainJob(tid, key, f"{cell.dataset.label}/{cell.model.label}/{cell.loss.label}/seed={cell.seed}",
-                                   cell.dataset, cell.model, cell.loss, dict(cell.train), cell.seed,
-                                   training_config(cell), device, str(cache_dir), use_cache)
+            pre = pretraining_cell(cell)
+            extra = {}
+            if pre is not None:
+                pre_key = pre.training_key()
+                resume = bool(cell.train["init_from"].get("resume_optimizer"))
+                if pre_key not in trains or (resume and not trains[pre_key].keep_optimizer):
+                    trains[pre_key] = _train_job(pre, device, cache_dir, use_cache, keep_optimizer=resume,
+                                                 label=f"{cell.dataset.label}/{cell.model.label}/pretrain:{pre.loss.label}"
+                                                       f"/seed={cell.seed}")
+                    jobs = [j for j in jobs if j.id != trains[pre_key].id] + [trains[pre_key]]
+                extra = {"depends_on": (trains[pre_key].id,), "init_key": pre_key, "init_config": trains[pre_key].config}
+            trains[key] = _train_job(cell, device, cache_dir, use_cache, **extra)
             jobs.append(trains[key])
-        jobs.append(EvalJob(f"eval:{cell.name}", cell.name, trains[key].id, key, cell.dataset, cell.model, cell.loss,
-                            dict(cell.train), cell.sampler, tuple(suite.metrics), cell.seed, cell_identity(suite, cell),
-                            n, suite.sample_batch, device, str(cache_dir), trace, trains[key].config))
+        for step in snapshot_steps(cell.train):
+            name, ident, snap = cell.name, cell_identity(suite, cell), None
+            if cell.train.get("snapshots"):
+                name = f"{cell.name}/step={step}"
+                ident = {**ident, "cell": name, "p_train_step": step}
+                snap = None if step == cell.train["steps"] else step
+            jobs.append(EvalJob(f"eval:{name}", name, trains[key].id, key, cell.dataset, cell.model, cell.loss,
+                                dict(cell.train), cell.sampler, tuple(suite.metrics), cell.seed, ident,
+                                n, suite.sample_batch, device, str(cache_dir), trace, trains[key].config,
+                                snapshot_step=snap))
     return _grouped(jobs)
 
 
@@ -150,6 +199,24 @@ def _grouped(jobs: list) -> list:
     for j in jobs:
         if isinstance(j, TrainJob):
             out += [j] + evals.get(j.id, [])
+    return _dependencies_first(out)
+
+
+def _dependencies_first(jobs: list) -> list:
+    """A pretraining before every fine-tune that depends on it (stable otherwise)."""
+    planned, placed, out = {j.id for j in jobs}, set(), []
+    pending = list(jobs)
+    while pending:
+        rest = []
+        for j in pending:
+            if all(d in placed for d in j.depends_on if d in planned):
+                out.append(j)
+                placed.add(j.id)
+            else:
+                rest.append(j)
+        if len(rest) == len(pending):
+            raise RuntimeError(f"cyclic job dependencies: {[j.id for j in rest][:3]}")
+        pending = rest
     return out
 
 
@@ -164,6 +231,10 @@ def planned_work(suite: Suite) -> list[dict]:
         key = cell.training_key()
         steps = 0 if key in trained else cell.train["steps"]
         trained.add(key)
+        pre = pretraining_cell(cell)
+        if pre is not None and steps and pre.training_key() not in trained:     # its pretraining too
+            steps += pre.train["steps"]
+            trained.add(pre.training_key())
         spec = SAMPLERS.entry(cell.sampler.name).spec
         if spec.nfe is None:
             nfe = "?"

@@ -9,7 +9,7 @@ import torch
 
 from ..registry import LOSSES, MODELS
 from ..seeding import derived_seed, make_generator
-from .checkpoints import CheckpointInvalid, load_checkpoint, save_checkpoint
+from .checkpoints import CheckpointInvalid, load_checkpoint, save_atomically, save_checkpoint
 from .context import JobContext
 from .data import Prepared, prepare
 from .init_from import load_init_weights
@@ -26,6 +26,22 @@ class TrainOutcome:
     weights: dict | None = None
     note: str = ""
     cache_error: str | None = None
+    optimizer: dict | None = None       # Adam's state, when not cached and a fine-tune resumes it
+
+
+def snapshot_path(cache_dir: str | Path, key: str, step: int, device: torch.device) -> Path:
+    """The weights of training `key` at `step` (train.snapshots)."""
+    return Path(cache_dir) / f"{key}-step{step}-{device.type}.pt"
+
+
+def snapshot_config(config: dict, step: int) -> dict:
+    """What a snapshot checkpoint is verified against: its training's config and the step."""
+    return {**config, "snapshot_step": int(step)}
+
+
+def optimizer_path(cache_dir: str | Path, key: str, device: torch.device) -> Path:
+    """Adam's final state of a pretraining whose fine-tunes set resume_optimizer."""
+    return Path(cache_dir) / f"{key}-{device.type}.adam.pt"
 
 
 def checkpoint_path(cache_dir: str | Path, key: str, device: torch.device) -> Path:
@@ -56,10 +72,42 @@ def cached(job: TrainJob, device: torch.device, log) -> dict | None:
     if not job.use_cache or not path.exists():
         return None
     try:      # weights_only load, config hash and content hash (cdlbench/run/checkpoints.py)
-        return load_checkpoint(path, job.config, map_location=device)
-    except (CheckpointInvalid, RuntimeError) as exc:   # corrupt or stale cache entry: retrain
-        log(f"  warning: cached checkpoint {path} {exc}; retraining")
+        blob = load_checkpoint(path, job.config, map_location=device)
+        for step in snapshots_before_end(job.train):          # every snapshot must be there too
+            load_checkpoint(snapshot_path(job.cache_dir, job.key, step, device), snapshot_config(job.config, step))
+    except (CheckpointInvalid, RuntimeError, FileNotFoundError) as exc:   # corrupt, stale or incomplete: retrain
+        log(f"  warning: cached checkpoint {path} (or a snapshot of it) {exc}; retraining")
         return None
+    if job.keep_optimizer and not optimizer_path(job.cache_dir, job.key, device).exists():
+        log(f"  {job.label}: cached without Adam's state, which a fine-tune resumes; retraining")
+        return None
+    return blob
+
+
+def snapshots_before_end(train: dict) -> list:
+    return [s for s in train.get("snapshots") or () if s < train["steps"]]
+
+
+def initial_weights(job: TrainJob, net: torch.nn.Module, device: torch.device) -> dict | None:
+    """Load a fine-tune's starting weights into `net` (a checkpoint file, or its pretraining's
+    weights: handed over, else from the cache); returns Adam's state to resume, or None."""
+    init = job.train.get("init_from")
+    if isinstance(init, str) and init:             # a file (cdlbench/run/init_from.py)
+        load_init_weights(net, init, device)
+        return None
+    if job.init_key is None:
+        return None
+    if job.init_weights is not None:
+        net.load_state_dict({k: v.to(device) for k, v in job.init_weights.items()})
+    else:
+        blob = load_checkpoint(checkpoint_path(job.cache_dir, job.init_key, device), job.init_config, map_location=device)
+        net.load_state_dict(blob["state_dict"])
+    if not init.get("resume_optimizer"):
+        return None                                # Adam starts fresh
+    if job.init_optimizer is not None:
+        return job.init_optimizer
+    path = optimizer_path(job.cache_dir, job.init_key, device)
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 def train_job(job: TrainJob, ctx: JobContext) -> TrainOutcome:
@@ -69,23 +117,35 @@ def train_job(job: TrainJob, ctx: JobContext) -> TrainOutcome:
         return TrainOutcome(blob["train_log"], note=f"using cached checkpoint {checkpoint_path(job.cache_dir, job.key, ctx.device).name}")
     prep = prepare(job.dataset, job.seed, ctx.device)
     net = build_network(job, prep, ctx.device)
-    if job.train.get("init_from"):                 # fine-tune from given weights (cdlbench/run/init_from.py)
-        load_init_weights(net, job.train["init_from"], ctx.device)
+    init_optimizer = initial_weights(job, net, ctx.device)      # a fine-tune starts from trained weights
     loss = LOSSES.build(job.loss.name, job.loss.params, data_var=prep.data_var.cpu(), shape=prep.shape)
     gen = make_generator(ctx.device, job.seed, "train", job.key)
     net.train()
+
+    def save_snapshot(step: int, state: dict, log) -> None:   # a snapshot needs the cache: no fallback
+        info = {"steps": log.steps, "seconds": log.seconds, "final_loss": log.final_loss,
+                "history": [list(h) for h in log.history]}
+        save_checkpoint(snapshot_path(job.cache_dir, job.key, step, ctx.device), state, info,
+                        snapshot_config(job.config, step))
+
     trained, tlog = train(net, loss, prep.data, job.train, gen, progress=ctx.progress, desc=f"train {job.label}",
                           labels=prep.labels if network_classes(net) else None,
-                          state_path=train_state_path(job.cache_dir, job.key, ctx.device))
+                          state_path=train_state_path(job.cache_dir, job.key, ctx.device),
+                          init_optimizer=init_optimizer, on_snapshot=save_snapshot)
     trained.eval()
     info = {"steps": tlog.steps, "seconds": tlog.seconds, "final_loss": tlog.final_loss,
             "history": [list(h) for h in tlog.history]}
     state = trained.state_dict()
+    optimizer = tlog.optimizer_state if job.keep_optimizer else None
     try:      # temporary file, fsync, rename (cdlbench/run/checkpoints.py)
+        if optimizer is not None:
+            Path(job.cache_dir).mkdir(parents=True, exist_ok=True)
+            save_atomically(optimizer, optimizer_path(job.cache_dir, job.key, ctx.device))
         save_checkpoint(checkpoint_path(job.cache_dir, job.key, ctx.device), state, info, job.config)
     except OSError as exc:      # read-only or full cache: the model is still evaluated, from memory
         reason = f"cannot write the checkpoint cache {job.cache_dir} ({exc.strerror or exc})"
-        return TrainOutcome(info, {k: v.detach().cpu() for k, v in state.items()}, reason, reason)
+        return TrainOutcome(info, {k: v.detach().cpu() for k, v in state.items()}, reason, reason, optimizer)
     if not job.use_cache:      # --no-cache: retrained (and re-cached); eval jobs take these weights
-        return TrainOutcome(info, {k: v.detach().cpu() for k, v in state.items()}, "retrained (--no-cache)")
+        return TrainOutcome(info, {k: v.detach().cpu() for k, v in state.items()}, "retrained (--no-cache)",
+                            optimizer=optimizer)
     return TrainOutcome(info, note="trained and cached")

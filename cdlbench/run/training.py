@@ -25,6 +25,7 @@ class TrainLog:
     final_loss: float = float("nan")
     seconds: float = 0.0
     history: list = field(default_factory=list)     # (step, mean loss over the last log_every steps)
+    optimizer_state: dict | None = None              # Adam's state at the end (a pretraining a fine-tune resumes)
 
 
 @torch.no_grad()
@@ -56,7 +57,8 @@ def batch_indices(step: int, batch_size: int, n: int, order: str, generator: tor
 
 def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generator: torch.Generator,
           progress: bool = True, desc: str = "train", labels: torch.Tensor | None = None,
-          state_path: str | Path | None = None) -> tuple[torch.nn.Module, TrainLog]:
+          state_path: str | Path | None = None, init_optimizer: dict | None = None,
+          on_snapshot=None) -> tuple[torch.nn.Module, TrainLog]:
     """Train `net` (an eps network) on `data` [n, *shape] with `loss_fn` for cfg['steps'] Adam steps
     (cfg: steps, batch_size, lr, ema, log_every, optional checkpoint_every); returns the network
     to sample from (the EMA copy when cfg['ema'] is set) and the log. labels [n] (class of each
@@ -77,9 +79,18 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
     uninterrupted training. A corrupt or foreign file is ignored with a TrainStateIgnored warning.
     The state file is deleted when the training ends, successfully or with NonFiniteLoss (which
     a resume would only reproduce); it is kept when anything else interrupts it.
-    Losses must be stateless between calls (all their randomness from `generator`)."""
+    Losses must be stateless between calls (all their randomness from `generator`).
+
+    init_optimizer: Adam's state to start from (a fine-tune with resume_optimizer; else Adam starts
+    fresh). on_snapshot(step, state_dict, log): called after each step listed in cfg['snapshots']
+    (before the last) with the weights sampled from (the EMA copy where EMA is on)."""
     steps, log_every = int(cfg["steps"]), int(cfg["log_every"])
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    if init_optimizer is not None:
+        opt.load_state_dict(init_optimizer)
+        for group in opt.param_groups:            # this training's lr, the pretraining's moments
+            group["lr"] = cfg["lr"]
+    snapshots = set(cfg.get("snapshots") or ())
     ema = copy.deepcopy(net).requires_grad_(False) if cfg.get("ema") else None
     denoiser = Denoiser.wrap(net)   # eps or EDM-preconditioned (x0) network
     log = TrainLog()
@@ -133,6 +144,11 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
                 log.history.append((step + 1, running / count))
                 bar.set_postfix(loss=f"{running / count:.4f}")
                 count = 0
+            if on_snapshot is not None and step + 1 in snapshots and step + 1 < steps:
+                _check_finite(losses[:count].tolist(), step + 1 - count, out.parts)   # never a NaN snapshot
+                snap = TrainLog(step + 1, log.history[-1][1] if log.history else float("nan"),
+                                seconds_before + time.perf_counter() - start, list(log.history))
+                on_snapshot(step + 1, (ema if ema is not None else net).state_dict(), snap)
             if every and (step + 1) % every == 0 and step + 1 < steps:
                 _check_finite(losses[:count].tolist(), step + 1 - count, out.parts)   # never save a NaN state
                 save_train_state(state_path, fingerprint=fingerprint, step=step + 1, net=net.state_dict(),
@@ -149,4 +165,5 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
         state_path.unlink(missing_ok=True)
     log.steps, log.seconds = steps, seconds_before + time.perf_counter() - start
     log.final_loss = log.history[-1][1] if log.history else float("nan")
+    log.optimizer_state = opt.state_dict()
     return (ema if ema is not None else net), log

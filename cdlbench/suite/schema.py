@@ -25,8 +25,10 @@ _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 
 # ---------------------------------------------------------------- schema
 TRAIN_DEFAULTS = {"steps": 20000, "batch_size": 128, "lr": 1e-3, "ema": None, "log_every": 100}
-TRAIN_OPTIONAL = ("init_from", "checkpoint_every", "batches")   # in the train dict only when given
-EXECUTION_KEYS = ("checkpoint_every",)   # train keys that change no number: out of cache keys and records
+TRAIN_OPTIONAL = ("init_from", "checkpoint_every", "batches", "snapshots")   # in the train dict only when given
+# train keys that change no weight: out of cache keys and records (snapshots adds p_train_step instead)
+EXECUTION_KEYS = ("checkpoint_every", "snapshots")
+INIT_FROM_KEYS = ("loss", "train", "resume_optimizer")
 # train keys added later, at the value that keeps earlier suites' keys: left out of keys and records
 TRAIN_NEUTRAL = {"batches": "random"}
 BATCH_ORDERS = ("random", "sequential")
@@ -351,8 +353,10 @@ def parse_train(spec, file, field) -> dict:
             raise SuiteError(file, f"{field}.{key}", f"unknown key; valid keys: "
                              f"{', '.join((*TRAIN_DEFAULTS, *TRAIN_OPTIONAL))}")
     out = {**TRAIN_DEFAULTS, **spec}
-    if "init_from" in out and not (isinstance(out["init_from"], str) and out["init_from"]):
-        raise SuiteError(file, f"{field}.init_from", f"must be the path of a checkpoint file, got {out['init_from']!r}")
+    if "init_from" in out:
+        out["init_from"] = parse_init_from(out["init_from"], file, f"{field}.init_from")
+    if "snapshots" in out:
+        out["snapshots"] = parse_snapshots(out["snapshots"], out.get("steps"), file, f"{field}.snapshots")
     if out.get("batches", "random") not in BATCH_ORDERS:
         raise SuiteError(file, f"{field}.batches", f"must be one of {', '.join(BATCH_ORDERS)} (random: indices drawn "
                          f"with replacement; sequential: the training set in its order), got {out['batches']!r}")
@@ -374,6 +378,43 @@ def parse_train(spec, file, field) -> dict:
         raise SuiteError(file, f"{field}.ema", f"must be null or a number in [0, 1), got {ema!r}")
     out["lr"] = float(out["lr"])
     return out
+
+
+def parse_init_from(value, file, field):
+    """`init_from`: a checkpoint file (path), or a pretraining {loss, train, resume_optimizer} of the
+    same dataset, model and seed, trained (or taken from the cache) first. The mapping is stored
+    resolved (the loss with its parameters, the train block with its defaults), so the pretraining's
+    settings enter the fine-tuned model's training key."""
+    if isinstance(value, str) and value:
+        return value
+    if not isinstance(value, dict):
+        raise SuiteError(file, field, f"must be the path of a checkpoint file or a mapping with keys "
+                         f"{', '.join(INIT_FROM_KEYS)} (a pretraining of the same dataset, model and seed), got {value!r}")
+    unknown = [k for k in value if k not in INIT_FROM_KEYS]
+    if unknown:
+        raise SuiteError(file, f"{field}.{unknown[0]}", f"unknown key; valid keys: {', '.join(INIT_FROM_KEYS)}")
+    if "loss" not in value:
+        raise SuiteError(file, f"{field}.loss", "missing: the loss of the pretraining (e.g. ddpm)")
+    loss_spec = {"name": value["loss"]} if isinstance(value["loss"], str) else value["loss"]
+    loss = parse_component(loss_spec, LOSSES, file, f"{field}.loss")
+    pre = parse_train(value.get("train") or {}, file, f"{field}.train")
+    if "init_from" in pre or "snapshots" in pre:
+        raise SuiteError(file, f"{field}.train", "a pretraining cannot itself have init_from or snapshots")
+    resume = value.get("resume_optimizer", False)
+    if not isinstance(resume, bool):
+        raise SuiteError(file, f"{field}.resume_optimizer", f"must be true or false, got {resume!r}")
+    return {"loss": {"name": loss.name, **loss.keyed_params}, "train": keyed(pre), "resume_optimizer": resume}
+
+
+def parse_snapshots(value, steps, file, field) -> list:
+    """Training steps at which the weights are also evaluated: increasing positive integers <= steps."""
+    ok = (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+          and all(a < b for a, b in zip(value, value[1:])))
+    if not ok:
+        raise SuiteError(file, field, f"must be a non-empty increasing list of positive step counts, got {value!r}")
+    if isinstance(steps, int) and value[-1] > steps:
+        raise SuiteError(file, field, f"{value[-1]} is beyond train.steps ({steps}); snapshots must be <= steps")
+    return list(value)
 
 
 def parse_executor(spec, file) -> dict:
