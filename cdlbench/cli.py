@@ -136,7 +136,9 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
               help="markdown, latex, csv, json, html, or a format a plugin registers (cdlbench/report/formats/)")
 @click.option("--baseline", type=click.Path(dir_okay=False), default=None, help="reference numbers (YAML)")
 @click.option("--plots", type=click.Path(file_okay=False), default=None, help="directory for PNG plots")
-def report(run_dirs, fmt, baseline, plots):
+@click.option("--claims", type=click.Path(dir_okay=False), default=None,
+              help="the paper's claims (YAML, e.g. baselines/claims.yaml): paired statistics and a verdict each")
+def report(run_dirs, fmt, baseline, plots, claims):
     """Paper-style tables (mean +- std over seeds) from RUN_DIRS (default: newest under results/)."""
     from . import report as rep
     from .run.rundir import newest_run
@@ -154,8 +156,10 @@ def report(run_dirs, fmt, baseline, plots):
             _fail_usage(f"{d}: not a run directory (no records.jsonl)")
     if baseline is not None and not Path(baseline).is_file():
         _fail_usage(f"--baseline: no such file {baseline!r} (e.g. baselines/paper.yaml)")
+    if claims is not None and not Path(claims).is_file():
+        _fail_usage(f"--claims: no such file {claims!r} (e.g. baselines/claims.yaml)")
     try:
-        click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots), nl=False)
+        click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots, claims=claims), nl=False)
     except UserError as exc:      # an unusable baselines file, no complete records, a missing extra
         _fail_usage(str(exc))
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import UserError
 from .baselines import load_baselines
+from .claims import claim_notes, claims_frame, evaluate_all, load_claims
 from .formats import FORMATS, format_spec, renderer
 from .markup import BOLD_RULE, Markup
 from .sweeps import sweep_frames
@@ -37,6 +38,7 @@ class Document:
     comparisons: list = field(default_factory=list)     # (section, row, Comparison)
     images: list = field(default_factory=list)          # PNG paths
     plots_dir: Path | None = None
+    claims: list = field(default_factory=list)          # ClaimResult (cdlbench/report/claims.py)
 
     @property
     def title(self) -> str:
@@ -54,6 +56,9 @@ class Document:
                 block.comparison = markup.table(comparison_frame(mine, markup))
                 block.notes = [markup.escape(line) for line in footnote_lines(mine)]
             out.append(block)
+        if self.claims:
+            out.append(Block(markup.escape(CLAIMS_TITLE), markup.table(claims_frame(self.claims).map(markup.escape)),
+                             notes=[markup.escape(n) for n in claim_notes(self.claims)]))
         return out
 
     def long_frame(self) -> pd.DataFrame:
@@ -61,12 +66,17 @@ class Document:
         return long_frame(self.summary, self.comparisons)
 
 
+CLAIMS_TITLE = ("Claims of the paper: paired difference treatment - control per seed (same data, x_T and "
+                "noise), mean, 95% intervals (Student t; bootstrap where n >= 5); verdict from the t interval")
+
+
 def document(df: pd.DataFrame, baselines=None, images: list[Path] | None = None,
-             plots_dir: str | Path | None = None) -> Document:
+             plots_dir: str | Path | None = None, claims=None) -> Document:
     summary = summarise(df)
     secs = sections(summary)
     return Document(df, summary, secs, comparisons(secs, baselines) if baselines else [], list(images or []),
-                    Path(plots_dir) if plots_dir is not None else None)
+                    Path(plots_dir) if plots_dir is not None else None,
+                    evaluate_all(claims, df) if claims else [])
 
 
 def render_frame(df: pd.DataFrame, fmt: str = "markdown", baselines=None, images: list[Path] | None = None,
@@ -77,14 +87,15 @@ def render_frame(df: pd.DataFrame, fmt: str = "markdown", baselines=None, images
 
 
 def render(run_dirs: list[str | Path], fmt: str = "markdown", baseline: str | Path | None = None,
-           plots: str | Path | None = None) -> str:
+           plots: str | Path | None = None, claims: str | Path | None = None) -> str:
     """`cdlbench report`: tables in fmt; with `baseline`, the reference comparison; with `plots`,
     PNGs written there (a format that embeds plots, html, draws them in a temporary folder without it)."""
     draw = renderer(fmt)
     df = load(run_dirs)
     baselines = load_baselines(baseline)[0] if baseline else None
+    claim_list = load_claims(claims) if claims else None
     if plots is None and not format_spec(fmt).embeds_plots:
-        return draw(document(df, baselines))
+        return draw(document(df, baselines, claims=claim_list))
     try:
         from . import plots as plotting
     except ImportError as exc:
@@ -93,7 +104,7 @@ def render(run_dirs: list[str | Path], fmt: str = "markdown", baseline: str | Pa
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(plots) if plots is not None else Path(tmp)
         images = plotting.write_all(run_dirs, df, load_curves(run_dirs), out)
-        return draw(document(df, baselines, images, plots))
+        return draw(document(df, baselines, images, plots, claim_list))
 
 
 __all__ = ["Block", "Document", "FORMATS", "document", "render", "render_frame"]

@@ -80,6 +80,8 @@ def html(doc) -> str:
         if b.comparison is not None:
             text += (f"<p>Compared with the reference numbers:</p>\n{b.comparison}\n"
                      + "<ul>" + "".join(f"<li>{n}</li>" for n in b.notes) + "</ul>\n")
+        elif b.notes:
+            text += "<ul>" + "".join(f"<li>{n}</li>" for n in b.notes) + "</ul>\n"
         parts.append(text + "\n")
     title = m.escape(doc.title)
     figs = "".join(figure_html(p, m) for p in doc.images)

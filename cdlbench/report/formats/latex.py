@@ -35,5 +35,7 @@ def latex(doc) -> str:
         if b.comparison is not None:
             text += (f"% {b.title}: compared with the reference numbers\n{b.comparison}\n"
                      + "".join(f"% {n}\n" for n in b.notes))
+        elif b.notes:
+            text += "".join(f"% {n}\n" for n in b.notes)
         parts.append(text)
     return f"% {m.escape(doc.title)}\n" + "\n".join(parts)

@@ -24,6 +24,8 @@ def markdown(doc) -> str:
         if b.comparison is not None:
             text += (f"\nCompared with the reference numbers:\n\n{b.comparison}\n\n"
                      + "".join(f"- {n}\n" for n in b.notes))
+        elif b.notes:
+            text += "\n" + "".join(f"- {n}\n" for n in b.notes)
         parts.append(text)
     text = f"## {m.escape(doc.title)}\n\n" + "\n".join(parts)
     if doc.images:
