@@ -251,22 +251,30 @@ def twin_final(records: pd.DataFrame | None, cells, metric: str) -> tuple[str, f
     return str(same["sampler"].iloc[0]), float(values.mean()), int(len(values))
 
 
-def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None) -> list[Path]:
+def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None,
+                   panel: str = "sampler", line: str = "loss") -> list[Path]:
     """Figure 4: per quality metric with a per-iteration curve and (dataset, parallel sampler), the
     metric against the sampler's iterations, one line per loss (mean ± std over seeds; converged
-    runs carried forward, dashed where any is), and dotted the sequential twin's final value."""
+    runs carried forward, dashed where any is), and dotted the sequential twin's final value.
+    panel="loss", line="sampler": the same curves per (dataset, loss), one line per parallel
+    sampler (figure4_samplers)."""
     if curves.empty or "metric" not in curves.columns:
         return []
+    from .tables import with_train_labels
+
+    curves = with_train_labels(curves)
     written = []
     converged = _converged(records)
     for metric in [m for m in dict.fromkeys(curves["metric"]) if figure(m).quality]:
         c = curves[curves["metric"] == metric]
         label = math_label(figure(metric).label)
-        for (ds, sampler), g in c.groupby(["dataset", "sampler"], sort=False):
-            fig, axes = new_figure(1)
+        for (ds, panel_value), g in c.groupby(["dataset", panel], sort=False):
+            if line == "sampler" and g["sampler"].nunique() < 2:
+                continue
+            fig, axes = new_figure(1 if line == "loss" else 2)     # by sampler: the long legend beside the plot
             ax = axes[0, 0]
             several_models = g["model"].nunique() > 1 if "model" in g.columns else False
-            keys = ["model", "loss"] if several_models else ["loss"]
+            keys = (["model"] if several_models else []) + (["train"] if g["train"].nunique() > 1 else []) + [line]
             for i, (key, lg) in enumerate(g.groupby(keys, sort=False)):
                 name = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
                 t = iteration_stats(lg, converged)
@@ -287,13 +295,20 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
             if thr is not None and thr.notna().any():
                 ax.axhline(float(thr.dropna().iloc[0]), color="k", ls="--", lw=0.8, label="threshold")
             ax.set_yscale("log")
-            ax.set_xlabel(f"{sampler_name(sampler)} iteration (pass)")
+            what = sampler_name(panel_value) if panel == "sampler" else "parallel sampler"
+            ax.set_xlabel(f"{what} iteration (pass)")
             ax.set_ylabel(f"{label} (mean ± std over seeds)")
-            ax.set_title(f"{ds} · {sampler}", fontsize=9)
-            ax.legend(fontsize=6)
+            ax.set_title(f"{ds} · {panel_value}", fontsize=9)
+            if line == "loss":
+                ax.legend(fontsize=6)
+            else:
+                axes[0, 1].legend(*ax.get_legend_handles_labels(), loc="center left", fontsize=6, frameon=False)
+                axes[0, 1].axis("off")
+            stem = "figure4" if panel == "sampler" else "figure4_samplers"
             written.append(save(
-                fig, out / f"figure4_{safe_name(metric)}_vs_iteration_{safe_name(ds)}_{safe_name(sampler)}.png",
-                f"Figure 4 · {ds}: {figure(metric).label} per iteration of {sampler}",
+                fig, out / f"{stem}_{safe_name(metric)}_vs_iteration_{safe_name(ds)}_{safe_name(panel_value)}.png",
+                f"Figure 4 · {ds}: {figure(metric).label} per iteration of "
+                + (f"{panel_value}" if panel == "sampler" else f"each parallel sampler, {panel_value} model"),
                 "Mean ± std over seeds per loss. A run that converged before the longest run keeps its final "
                 "value (its samples no longer change): the line is dashed where such values are carried "
                 "forward. Dotted: the final value of the sequential sampler this one converges to."))
@@ -301,6 +316,43 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
 
 
 figure4_mmd_curves = figure4_curves          # the former name
+
+
+def figure4_samplers(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None) -> list[Path]:
+    """Figure 4 by sampler: per (dataset, loss) with two or more parallel samplers, one line each."""
+    return figure4_curves(curves, out, records, panel="loss", line="sampler")
+
+
+def figure7_training_length(records: pd.DataFrame, out: Path) -> list[Path]:
+    """Quality and passes against training length (train.snapshots: p_train_step), per (dataset,
+    sampler), one line per loss (mean ± std over seeds)."""
+    if "p_train_step" not in records.columns or records["p_train_step"].dropna().nunique() < 2:
+        return []
+    q = _quality_metric(records)
+    written = []
+    for (ds, sampler), g in records[records["p_train_step"].notna()].groupby(["dataset", "sampler"], sort=False):
+        metrics = [m for m in (q, "iterations") if m is not None and (g["metric"] == m).any()]
+        if "iterations" in metrics and pd.to_numeric(g[g["metric"] == "iterations"]["value"]).nunique() < 2:
+            metrics.remove("iterations")             # a sequential sampler: always its steps
+        if not metrics:
+            continue
+        fig, axes = new_figure(len(metrics))
+        for ax, m in zip(axes[0], metrics):
+            t = g[g["metric"] == m].assign(value=lambda d: pd.to_numeric(d["value"], errors="coerce"))
+            t = t.groupby(["loss", "p_train_step"], sort=False).agg(mean=("value", "mean"), std=("value", "std"),
+                                                                     n=("value", "count")).reset_index()
+            for i, (loss, lg) in enumerate(t.groupby("loss", sort=False)):
+                lg = lg.sort_values("p_train_step")
+                ax.errorbar(lg["p_train_step"], lg["mean"], yerr=lg["std"].fillna(0), marker="o", ms=3, capsize=2,
+                            color=f"C{i}", label=f"{loss} (n={int(lg['n'].min())}-{int(lg['n'].max())})")
+            ax.set_xlabel("training steps")
+            ax.set_ylabel(f"{math_label(figure(m).label)} (mean ± std)")
+            ax.set_title(f"{ds} · {sampler}", fontsize=9)
+            ax.legend(fontsize=7)
+        written.append(save(fig, out / f"figure7_training_length_{safe_name(ds)}_{safe_name(sampler)}.png",
+                            f"Training length · {ds}: quality and passes of {sampler} against training steps",
+                            "Snapshots of one training per (loss, seed): mean ± std over seeds, one line per loss."))
+    return written
 
 
 # ---------------------------------------------------------------- Figures 5 and 6: quality sweeps
@@ -482,6 +534,8 @@ def write_all(run_dirs, records: pd.DataFrame, curves: pd.DataFrame, out: str | 
     written += figure1_score_error(items, out)
     written += figure3_samples(items, out)
     written += figure4_curves(curves, out, records)
+    written += figure4_samplers(curves, out, records)
+    written += figure7_training_length(records, out)
     written += figure5_quality_vs_nfe(records, out)
     written += figure6_quality_vs_churn(records, out)
     return written
