@@ -72,15 +72,21 @@ class Comparison:
     blocking_text: list = field(default_factory=list)
 
 
-def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
-    """Entries and the source descriptions of a baselines file; strict about keys and provenance."""
-    path = Path(path)
+def read_listing(path: Path, key: str, what: str, error: type) -> dict:
+    """A YAML mapping holding a list under `key` (a baselines or claims file); `error` names the file."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise BaselineError(f"{path}: cannot read the baselines file ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
-        raise BaselineError(f"{path}: expected a mapping with an 'entries' list")
+        raise error(f"{path}: cannot read the {what} file ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get(key), list):
+        raise error(f"{path}: expected a mapping with a '{key}' list")
+    return data
+
+
+def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
+    """Entries and the source descriptions of a baselines file; strict about keys and provenance."""
+    path = Path(path)
+    data = read_listing(path, "entries", "baselines", BaselineError)
     unknown = set(data) - set(FILE_KEYS)
     if unknown:
         raise BaselineError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {', '.join(FILE_KEYS)}")

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..errors import UserError
+from .baselines import read_listing
 
 DIRECTIONS = ("lower", "higher", "lower_or_equal", "higher_or_equal")
 CLAIM_KEYS = ("id", "statement", "source", "metric", "direction", "cells", "treatment", "control", "censored_as",
@@ -133,12 +133,7 @@ def verdict(direction: str, interval: tuple | None) -> str:
 # ---------------------------------------------------------------- the claims file
 def load_claims(path: str | Path) -> list[Claim]:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ClaimsError(f"{path}: cannot read the claims file ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
-        raise ClaimsError(f"{path}: expected a mapping with a 'claims' list")
+    data = read_listing(path, "claims", "claims", ClaimsError)
     out = []
     for i, c in enumerate(data["claims"]):
         where = f"{path}: claims[{i}]"
