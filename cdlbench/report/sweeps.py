@@ -143,10 +143,54 @@ def churn_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
     return _fill(pd.DataFrame(rows), stats, _direction(df, metric))
 
 
+PARALLEL_FIGURES = ("iterations", "nfe", "jvp", "wall_clock")
+
+
+def parallel_table(df: pd.DataFrame, metric: str) -> pd.DataFrame | None:
+    """Parallel samplers side by side on one dataset (docs/method.md section 4.5): one row per
+    parallel sampler, per loss its rounds, NFE, Jacobian products (where any), wall-clock, final
+    quality and the round reaching the quality threshold (never-reached runs counted as k/n);
+    None unless two or more parallel samplers ran on one dataset."""
+    cells = _cells(df)
+    cells = cells[cells["parallel"]]
+    if cells.empty or cells.groupby("dataset")["sampler"].nunique().max() < 2:
+        return None
+    keys = _context_keys(cells)
+    losses = list(dict.fromkeys(cells["loss"]))
+    threshold = f"{metric}_iters_to_threshold"
+    figures = [m for m in PARALLEL_FIGURES if (df["metric"] == m).any() and
+               pd.to_numeric(df.loc[df["metric"] == m, "value"], errors="coerce").notna().any()]
+    figures += [metric] + ([threshold] if (df["metric"] == threshold).any() else [])
+    by_metric = {m: df[df["metric"] == m].drop_duplicates("cell").set_index("cell")["value"] for m in figures}
+    rows = []
+    for key, g in cells.groupby(keys + ["sampler"], sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(keys + ["sampler"], key))
+        for loss in losses:
+            mine = g.loc[g["loss"] == loss, "cell"]
+            for m in figures:
+                values = by_metric[m].reindex(mine)
+                text = mean_std(values)
+                if m == threshold and len(values):
+                    reached = int(pd.to_numeric(values, errors="coerce").notna().sum())
+                    text = "never" if reached == 0 else text
+                    text += f" ({reached}/{len(values)} reached)" if reached < len(values) else ""
+                row[f"{loss}: {header(m)}"] = text
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def sweep_tables(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(title, table) for every applicable sweep and quality metric."""
     out = []
     bold = BOLD_RULE.format(other="cell of its row")
+    metrics = quality_metrics(df)
+    if metrics:
+        t = parallel_table(df, metrics[0])
+        if t is not None:
+            out.append((f"Parallel samplers side by side (same models, x_T and noise): per loss rounds, NFE, "
+                        f"wall-clock, final {header(metrics[0])} and the round reaching its threshold; mean ± std "
+                        f"over seeds", t))
     for metric in quality_metrics(df):
         name = header(metric)
         t = nfe_table(df, metric)
