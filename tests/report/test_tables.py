@@ -133,3 +133,27 @@ def test_one_number_format_per_column():
     assert cells == ["0.00563 ± 0.00293 (n=3)", "0.00147 ± 0.00038 (n=3)"]     # not 3.80e-04
     numbers = [tok for c in cells for tok in c.split(" ") if tok[0].isdigit()]
     assert not any("e" in t for t in numbers) and len({len(t.split(".")[1]) for t in numbers}) == 1
+
+
+def test_parallel_samplers_side_by_side_with_censored_threshold():
+    from cdlbench.report.sweeps import parallel_table
+
+    rows = []
+    for sampler, rounds in (("picard", 30), ("taa", 18)):
+        for loss in ("ddpm", "cdl"):
+            for seed in range(3):
+                cell = f"dino/mlp/{loss}/{sampler}/seed={seed}"
+                hit = None if loss == "ddpm" else 20 + seed
+                for metric, v in (("iterations", rounds + seed), ("nfe", 1000 * rounds), ("wall_clock", 1.0),
+                                  ("mmd", 0.001 * (seed + 1)), ("mmd_iters_to_threshold", hit)):
+                    rows.append({"suite": "s", "cell": cell, "dataset": "dino", "model": "mlp", "loss": loss,
+                                 "sampler": sampler, "seed": seed, "metric": metric, "value": v, "unit": "",
+                                 "higher_is_better": False})
+    t = parallel_table(pd.DataFrame(rows), "mmd")
+    assert list(t["sampler"]) == ["picard", "taa"]
+    assert t.loc[1, "ddpm: iterations (passes or steps)"].startswith("19.0 ± 1.0 (n=3)")
+    thr = [c for c in t.columns if c.startswith("ddpm:") and "thr" in c][0]
+    assert t.loc[0, thr] == "never (0/3 reached)"
+    assert t.loc[0, thr.replace("ddpm", "cdl")].startswith("21")
+    one = pd.DataFrame([r for r in rows if r["sampler"] == "picard"])
+    assert parallel_table(one, "mmd") is None            # one parallel sampler: no side-by-side table
