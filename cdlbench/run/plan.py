@@ -241,6 +241,8 @@ def planned_work(suite: Suite) -> list[dict]:
         else:
             count, bound = spec.nfe(cell.sampler.params)
             nfe = f"<= {count}" if bound else str(count)
-        rows.append({"cell": cell.name, "train_steps": steps, "batch": cell.train["batch_size"],
-                     "denoiser_evals": nfe, "samples": n})
+        for i, step in enumerate(snapshot_steps(cell.train)):      # one cell per snapshot step
+            name = f"{cell.name}/step={step}" if cell.train.get("snapshots") else cell.name
+            rows.append({"cell": name, "train_steps": steps if i == 0 else 0, "batch": cell.train["batch_size"],
+                         "denoiser_evals": nfe, "samples": n})
     return rows
