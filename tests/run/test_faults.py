@@ -141,12 +141,14 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
     import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # long enough that the signal can never arrive after the run ended (an idle machine with torch
-    # in the page cache finished the 20-step TINY run within 0.8 s, exit 0)
+    # long enough that the signal cannot arrive after the run ended
     slow = {**TINY, "train": {"steps": 200000, "batch_size": 32}}
+    # a user's terminal delivers Ctrl-C; a test run from a background job (`cmd &` in a script)
+    # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: reset it
     proc = subprocess.Popen([sys.executable, "-m", "cdlbench", "run", str(_write(tmp_path, slow)), "--out",
                              str(tmp_path / "run"), "--quiet"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(0.8)                 # inside start-up (importing torch and the components), at worst early training
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
