@@ -72,8 +72,9 @@ def build_model(params: dict, device: torch.device | str = "cpu", seed: int = 0,
     return MODELS.build("mlp", dict(params), shape=tuple(shape)).to(device)
 
 
-def build_loss(name: str, data_var: torch.Tensor, shape=(2,)):
-    return LOSSES.build(name, dict(LOSS_PARAMS.get(name, {})), data_var=data_var, shape=tuple(shape))
+def build_loss(name: str, data_var: torch.Tensor, shape=(2,), **overrides):
+    """The benchmark's loss `name` (LOSS_PARAMS), with `overrides` of its parameters."""
+    return LOSSES.build(name, {**LOSS_PARAMS.get(name, {}), **overrides}, data_var=data_var, shape=tuple(shape))
 
 
 def sampler_params(name: str) -> dict:

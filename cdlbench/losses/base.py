@@ -2,10 +2,17 @@
 (labels [N]: the class of each row of x0, given only to a class-conditional denoiser).
 
 Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnostics as detached
-0-d tensors (reading them back would wait for the GPU on every step; the trainer does not)."""
+0-d tensors (reading them back would wait for the GPU on every step; the trainer does not).
+
+Two-phase form (optional, for a loss that wraps another, as CDL wraps its base loss):
+`loss.query(x0, *, generator, labels=None) -> (EpsQuery, finish)` draws all of the loss's random
+numbers and says which eps-view denoiser evaluations it needs; `finish(eps_hat) -> LossOutput`
+computes the loss from them. `batched_eps` then serves several queries with one denoiser call."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from typing import Callable
 
 import torch
 
@@ -22,3 +29,25 @@ def vp_noise(x0: torch.Tensor, logsnr: torch.Tensor, generator: torch.Generator 
     view = (-1,) + (1,) * (x0.ndim - 1)
     z = torch.sigmoid(logsnr).sqrt().view(view) * x0 + torch.sigmoid(-logsnr).sqrt().view(view) * eps
     return z, eps
+
+
+@dataclass
+class EpsQuery:
+    """Eps-view denoiser inputs a loss needs: z [N, *shape], log-SNR [N], labels [N] or None."""
+    z: torch.Tensor
+    logsnr: torch.Tensor
+    labels: torch.Tensor | None = None
+
+
+Finish = Callable[[torch.Tensor], LossOutput]
+
+
+def batched_eps(denoiser, queries: list[EpsQuery]) -> list[torch.Tensor]:
+    """Serve every query with ONE denoiser call on the rows of all of them, in order; returns each
+    query's eps_hat [N_i, *shape]. The queries must all carry labels or all carry none."""
+    with_labels = {q.labels is not None for q in queries}
+    if len(with_labels) != 1:
+        raise ValueError("batched_eps: either every query carries labels or none does")
+    labels = torch.cat([q.labels for q in queries]) if with_labels == {True} else None
+    out = denoiser.eps(torch.cat([q.z for q in queries]), torch.cat([q.logsnr for q in queries]), labels)
+    return list(out.split([q.z.shape[0] for q in queries]))

@@ -9,7 +9,7 @@ import torch
 from ..constraints import one_of
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import LOSSES
-from .base import LossOutput, vp_noise
+from .base import EpsQuery, Finish, LossOutput, vp_noise
 
 REDUCTIONS = ("mean", "sum")
 
@@ -22,11 +22,20 @@ class DDPMLoss:
         self.logsnr = ddpm_logsnr(num_steps).float()
         self.reduction = reduction
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
-                 labels: torch.Tensor | None = None) -> LossOutput:
+    def query(self, x0: torch.Tensor, *, generator: torch.Generator | None,
+              labels: torch.Tensor | None = None) -> tuple[EpsQuery, Finish]:
+        """Draw t and eps; the loss from eps_hat(z_t, a_t) (the two-phase form, losses/base.py)."""
         t = torch.randint(0, self.logsnr.numel(), (x0.shape[0],), generator=generator, device=x0.device)
         a = self.logsnr.to(x0.device)[t]
         z, eps = vp_noise(x0, a, generator)
-        squared = (eps - denoiser.eps(z, a, labels)).pow(2).flatten(1)
-        per_sample = squared.sum(1) if self.reduction == "sum" else squared.mean(1)
-        return LossOutput(per_sample, {"mse": per_sample.mean().detach()})
+
+        def finish(eps_hat: torch.Tensor) -> LossOutput:
+            squared = (eps - eps_hat).pow(2).flatten(1)
+            per_sample = squared.sum(1) if self.reduction == "sum" else squared.mean(1)
+            return LossOutput(per_sample, {"mse": per_sample.mean().detach()})
+        return EpsQuery(z, a, labels), finish
+
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
+        query, finish = self.query(x0, generator=generator, labels=labels)
+        return finish(denoiser.eps(query.z, query.logsnr, query.labels))

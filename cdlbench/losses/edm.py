@@ -10,7 +10,7 @@ import torch
 from ..constraints import positive
 from ..models.precond import data_sigma
 from ..registry import LOSSES
-from .base import LossOutput
+from .base import EpsQuery, Finish, LossOutput
 
 
 @LOSSES.register("edm", constraints={"P_std": positive, "sigma_data": positive})
@@ -22,15 +22,33 @@ class EDMLoss:
         self.P_mean, self.P_std = float(P_mean), float(P_std)
         self.sigma_data = data_sigma(sigma_data, data_var)
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
-                 labels: torch.Tensor | None = None) -> LossOutput:
-        n = x0.shape[0]
-        rnd = torch.randn((n,), generator=generator, device=x0.device, dtype=x0.dtype)
+    def _draw(self, x0: torch.Tensor, generator: torch.Generator | None):
+        """sigma [N] and the noise n [N, *shape] of one batch (eq. 8's log-normal sigma)."""
+        rnd = torch.randn((x0.shape[0],), generator=generator, device=x0.device, dtype=x0.dtype)
         sigma = torch.exp(self.P_mean + self.P_std * rnd)                                  # [N]
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        view = (-1,) + (1,) * (x0.ndim - 1)
+        return sigma, noise
+
+    def _per_sample(self, x0: torch.Tensor, sigma: torch.Tensor, d_hat: torch.Tensor) -> LossOutput:
         sd = self.sigma_data
         weight = (sigma ** 2 + sd ** 2) / (sigma * sd) ** 2                                 # lambda(sigma)
-        d_hat = denoiser.x0(x0 + sigma.view(view) * noise, sigma, labels)
         per_sample = weight * (d_hat - x0).pow(2).flatten(1).sum(1)                         # [N]
         return LossOutput(per_sample, {"edm": per_sample.mean().detach()})
+
+    def query(self, x0: torch.Tensor, *, generator: torch.Generator | None,
+              labels: torch.Tensor | None = None) -> tuple[EpsQuery, Finish]:
+        """The same draws in the eps view (the two-phase form, losses/base.py), by docs/method.md
+        section 1: D(x; sigma) = x - sigma eps_hat(x / sqrt(1 + sigma^2), a = -2 log sigma)."""
+        sigma, noise = self._draw(x0, generator)
+        view = (-1,) + (1,) * (x0.ndim - 1)
+        x = x0 + sigma.view(view) * noise
+
+        def finish(eps_hat: torch.Tensor) -> LossOutput:
+            return self._per_sample(x0, sigma, x - sigma.view(view) * eps_hat)
+        return EpsQuery(x * torch.rsqrt(1.0 + sigma * sigma).view(view), -2.0 * torch.log(sigma), labels), finish
+
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
+        sigma, noise = self._draw(x0, generator)
+        view = (-1,) + (1,) * (x0.ndim - 1)
+        return self._per_sample(x0, sigma, denoiser.x0(x0 + sigma.view(view) * noise, sigma, labels))

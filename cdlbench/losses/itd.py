@@ -9,7 +9,7 @@ import torch
 
 from ..diffusion.itd import _log_var, default_proposal, itd_integrand, nll_from_integrand, noisy_inputs
 from ..registry import LOSSES
-from .base import LossOutput
+from .base import EpsQuery, Finish, LossOutput
 
 
 @LOSSES.register("itd")
@@ -22,12 +22,21 @@ class ITDLoss:
         self.log_var = _log_var(data_var, d)
         self.proposal = default_proposal(data_var, d, clip, loc, scale)
 
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
-                 labels: torch.Tensor | None = None) -> LossOutput:
+    def query(self, x0: torch.Tensor, *, generator: torch.Generator | None,
+              labels: torch.Tensor | None = None) -> tuple[EpsQuery, Finish]:
+        """Draw one (a, eps) per sample; the loss from eps_hat at those points (the two-phase form, losses/base.py)."""
         n = x0.shape[0]
         a = self.proposal.sample((n, 1), generator, device=x0.device, dtype=x0.dtype)          # [N, 1]
         eps = torch.randn((n, 1, *x0.shape[1:]), generator=generator, device=x0.device, dtype=x0.dtype)
         z, a_net, _ = noisy_inputs(x0, a, eps)
-        eps_hat = denoiser.eps(z, a_net, labels).reshape(eps.shape)         # one point per sample: rows = samples
-        nll = nll_from_integrand(itd_integrand(eps, eps_hat, a, self.log_var), a, self.proposal, self.log_var)
-        return LossOutput(nll, {"nll": nll.mean().detach()})
+
+        def finish(eps_hat: torch.Tensor) -> LossOutput:
+            eps_hat = eps_hat.reshape(eps.shape)                         # one point per sample: rows = samples
+            nll = nll_from_integrand(itd_integrand(eps, eps_hat, a, self.log_var), a, self.proposal, self.log_var)
+            return LossOutput(nll, {"nll": nll.mean().detach()})
+        return EpsQuery(z, a_net, labels), finish
+
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
+        query, finish = self.query(x0, generator=generator, labels=labels)
+        return finish(denoiser.eps(query.z, query.logsnr, query.labels))
