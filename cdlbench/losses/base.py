@@ -42,6 +42,15 @@ class EpsQuery:
 Finish = Callable[[torch.Tensor], LossOutput]
 
 
+class QueryLoss:
+    """A loss defined by its two-phase form: a call is `query`, one eps-view denoiser call, `finish`."""
+
+    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
+                 labels: torch.Tensor | None = None) -> LossOutput:
+        query, finish = self.query(x0, generator=generator, labels=labels)
+        return finish(denoiser.eps(query.z, query.logsnr, query.labels))
+
+
 def batched_eps(denoiser, queries: list[EpsQuery]) -> list[torch.Tensor]:
     """Serve every query with ONE denoiser call on the rows of all of them, in order; returns each
     query's eps_hat [N_i, *shape]. The queries must all carry labels or all carry none."""

@@ -9,13 +9,13 @@ import torch
 from ..constraints import one_of
 from ..diffusion.schedules import ddpm_logsnr
 from ..registry import LOSSES
-from .base import EpsQuery, Finish, LossOutput, vp_noise
+from .base import EpsQuery, Finish, LossOutput, QueryLoss, vp_noise
 
 REDUCTIONS = ("mean", "sum")
 
 
 @LOSSES.register("ddpm", constraints={"reduction": one_of(*REDUCTIONS)}, neutral={"reduction": "mean"})
-class DDPMLoss:
+class DDPMLoss(QueryLoss):
     """eps-MSE with t uniform on the 1000-step linear-beta grid; reduction over dimensions mean | sum."""
 
     def __init__(self, num_steps: int = 1000, reduction: str = "mean"):
@@ -34,8 +34,3 @@ class DDPMLoss:
             per_sample = squared.sum(1) if self.reduction == "sum" else squared.mean(1)
             return LossOutput(per_sample, {"mse": per_sample.mean().detach()})
         return EpsQuery(z, a, labels), finish
-
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
-                 labels: torch.Tensor | None = None) -> LossOutput:
-        query, finish = self.query(x0, generator=generator, labels=labels)
-        return finish(denoiser.eps(query.z, query.logsnr, query.labels))

@@ -9,11 +9,11 @@ import torch
 
 from ..diffusion.itd import _log_var, default_proposal, itd_integrand, nll_from_integrand, noisy_inputs
 from ..registry import LOSSES
-from .base import EpsQuery, Finish, LossOutput
+from .base import EpsQuery, Finish, LossOutput, QueryLoss
 
 
 @LOSSES.register("itd")
-class ITDLoss:
+class ITDLoss(QueryLoss):
     """Importance-weighted eps-MSE whose mean estimates -log p(x) in nats."""
 
     def __init__(self, loc: float | None = None, scale: float | None = None, clip: float = 3.0,
@@ -35,8 +35,3 @@ class ITDLoss:
             nll = nll_from_integrand(itd_integrand(eps, eps_hat, a, self.log_var), a, self.proposal, self.log_var)
             return LossOutput(nll, {"nll": nll.mean().detach()})
         return EpsQuery(z, a_net, labels), finish
-
-    def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
-                 labels: torch.Tensor | None = None) -> LossOutput:
-        query, finish = self.query(x0, generator=generator, labels=labels)
-        return finish(denoiser.eps(query.z, query.logsnr, query.labels))
