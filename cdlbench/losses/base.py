@@ -11,7 +11,6 @@ computes the loss from them. `batched_eps` then serves several queries with one 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-
 from typing import Callable
 
 import torch
