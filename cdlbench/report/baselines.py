@@ -11,6 +11,8 @@ a metric's declared figure (cdlbench/figures.py: Figure.comparable_only_if) the 
 """
 from __future__ import annotations
 
+import json
+
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +170,20 @@ def setting_of(b: Baseline, row: dict, key: str):
     parameters at their neutral value are left out of records)."""
     if key in NAME_KEYS:
         return component_name(row.get(key, ""))
+    if key == "p_train_steps" and key in row:
+        return row[key] + pretraining_steps(row.get("p_train_init_from"))
     return row[key] if key in row else b.defaults.get(key)
+
+
+def pretraining_steps(init_from) -> int:
+    """Steps of the pretraining a fine-tuned model started from (records hold `p_train_init_from`
+    as JSON), 0 for a model trained from scratch: a fine-tune's training length is both together."""
+    if not isinstance(init_from, str) or not init_from:
+        return 0
+    try:
+        return int(json.loads(init_from)["train"]["steps"])
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def crossed_settings(b: Baseline, row: dict, keys=None) -> list[str]:

@@ -44,6 +44,14 @@ def test_compare_metric_matches_and_lists_crossed_settings():
     assert crossed_settings(b, {**row, "p_sampler_steps": 1000}) == []
 
 
+def test_a_fine_tunes_training_length_counts_its_pretraining():
+    b = Baseline("x", "exp", "reference_code", "src", {"loss": "cdl"}, {"p_train_steps": 782000}, {"mmd": 0.00123})
+    init = json.dumps({"loss": {"name": "ddpm"}, "train": {"steps": 100000}, "resume_optimizer": False})
+    row = {"loss": "cdl", "p_train_steps": 5000, "p_train_init_from": init}
+    assert crossed_settings(b, row) == ["train_steps: ours 105000, reference 782000"]
+    assert crossed_settings(b, {"loss": "cdl", "p_train_steps": 5000}) == ["train_steps: ours 5000, reference 782000"]
+
+
 def test_another_bandwidth_is_not_comparable():
     b = Baseline("seq", "exp", "reference_code", "src", {"sampler": "ddpm"},
                  {"p_sampler_steps": 1000, "p_metric_bandwidth": "median"}, {"mmd": 0.00048},
