@@ -55,7 +55,8 @@ def show(values: pd.Series, metric: str) -> str:
     if reached.empty:
         return f"never (0/{len(values)})"
     std = reached.std(ddof=1) if len(reached) > 1 else 0.0
-    digits = {"mmd": lambda v: f"{v:.5f}", "nfe": lambda v: f"{v:,.0f}"}.get(metric, lambda v: f"{v:.1f}")
+    digits = {"mmd": lambda v: f"{v:.5f}", "fid": lambda v: f"{v:.3f}", "nfe": lambda v: f"{v:,.0f}"}.get(
+        metric, lambda v: f"{v:.1f}")
     text = f"{digits(reached.mean())} ± {digits(std) if not math.isnan(std) else '-'}"
     return text + (f" ({len(reached)}/{len(values)})" if len(reached) < len(values) else "")
 
