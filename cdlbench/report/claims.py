@@ -245,8 +245,9 @@ def _paired(claim, df, suite, t_label, c_label, t_rows, c_rows, keys) -> list[Cl
         labels = dict(zip(key_cols, group if isinstance(group, tuple) else (group,)))
         where = " · ".join(str(labels[k]) for k in key_cols if k in ("dataset", "sampler", "model") or
                            (k == "train" and labels[k]))
-        if labels.get("p_train_step", -1) >= 0:
-            where += f" · step {int(labels['p_train_step'])}"
+        step = int(labels.get("p_train_step", -1))
+        if step >= 0 and f"step={step}" not in where:     # the train label names it already when steps vary
+            where += f" · step {step}"
         diffs = (m["_v_t"] - m["_v_c"]).astype(float).tolist()
         res = ClaimResult(claim, str(suite), where, str(t_label), str(c_label), m["seed"].astype(int).tolist(), diffs,
                           int(m["_c_t"].sum() + m["_c_c"].sum()),
