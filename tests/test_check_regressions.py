@@ -33,7 +33,8 @@ def test_intel_value_of_the_committed_amd_mmd_passes(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("new", [
-    {MMD: [0.028188138758277692 * (1 + 1e-3), 0.024133526502087124], ITERS: [20, 23]},   # a real change
+    # Picard tolerance 0.09 instead of 0.1 (measured): the CDL model's MMD moves by 1.5e-5
+    {MMD: [0.02818815796158887, 0.024133163297909876], ITERS: [20, 23]},
     {MMD: [0.028188138758277692, 0.024133526502087124], ITERS: [21, 23]},               # one pass more
     {MMD: [0.028188138758277692, float("nan")], ITERS: [20, 23]},                       # a value lost
 ])
@@ -44,6 +45,6 @@ def test_a_real_change_fails(tmp_path, capsys, new):
 
 def test_counts_are_exact_and_floats_relative():
     assert cr.same_value(20, 20) and not cr.same_value(20, 21)
-    assert cr.same_value(1.0, 1.0 + 5e-6) and not cr.same_value(1.0, 1.0 + 5e-5)
+    assert cr.same_value(1.0, 1.0 + 1.5e-6) and not cr.same_value(1.0, 1.0 + 1.5e-5)
     assert cr.same_value(None, float("nan")) and not cr.same_value(None, 0.5)
-    assert cr.FLOAT_RTOL == pytest.approx(1e-5)
+    assert cr.FLOAT_RTOL == pytest.approx(2e-6)
