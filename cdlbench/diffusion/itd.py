@@ -18,6 +18,11 @@ import torch
 
 from .schedules import gaussian_entropy
 
+# Per-dimension data variance at or below this is "constant": the data variance is clamped to it
+# (cdlbench/run/data.py) so that log lam, h_G and mmse_G stay finite, and default_proposal leaves
+# such dimensions out (docs/method.md section 2, "Default proposal").
+VARIANCE_FLOOR = 1e-8
+
 
 @dataclass(frozen=True)
 class LogisticProposal:
@@ -49,14 +54,31 @@ def _log_var(data_var, d: int, device=None) -> torch.Tensor:
     return lv
 
 
+def varying_dimensions(data_var, d: int) -> torch.Tensor:
+    """[d] bool: the dimensions whose data variance is above VARIANCE_FLOOR (the others are constant)."""
+    var = torch.as_tensor(data_var, dtype=torch.float64).flatten()
+    if var.numel() == 1:
+        var = var.expand(d)
+    if var.numel() != d:
+        raise ValueError(f"data_var has {var.numel()} entries, data has {d} dimensions")
+    return var > VARIANCE_FLOOR
+
+
 def default_proposal(data_var, d: int, clip: float = 3.0, loc: float | None = None,
                      scale: float | None = None) -> LogisticProposal:
-    """the default proposal's heuristic (docs/method.md section 2): loc = -mean(log lam); scale = sqrt(1 + 3/pi var(log lam)) if d > 2 else 3."""
+    """the default proposal's heuristic (docs/method.md section 2): loc = -mean(log lam); scale =
+    sqrt(1 + 3/pi var(log lam)) if d > 2 else 3, over the dimensions that vary (variance above
+    VARIANCE_FLOOR; all of them when none does): a constant dimension has no noise level to learn
+    (its MMSE is 0 at every log-SNR) and would put its floored log-variance into the mean."""
     lv = _log_var(data_var, d)
+    varying = varying_dimensions(data_var, d)
+    if varying.any():
+        lv = lv[varying.to(lv.device)]
+    n = lv.numel()
     if loc is None:
         loc = -lv.mean().item()
     if scale is None:
-        scale = math.sqrt(1.0 + 3.0 / math.pi * lv.var(unbiased=False).item()) if d > 2 else 3.0
+        scale = math.sqrt(1.0 + 3.0 / math.pi * lv.var(unbiased=False).item()) if n > 2 else 3.0
     return LogisticProposal(float(loc), float(scale), float(clip))
 
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..diffusion.itd import VARIANCE_FLOOR
 from ..registry import DATASETS
 from ..seeding import make_generator
 from ..specs import declared
@@ -13,8 +14,10 @@ from ..suite.schema import Component
 
 @dataclass
 class Prepared:
-    """Training data [n, *shape] of one seed, its per-dimension variance and its class labels
-    (None for an unlabelled set); `is_image` from the dataset's spec."""
+    """Training data [n, *shape] of one seed, its per-dimension variance (clamped to VARIANCE_FLOOR:
+    a constant dimension keeps a finite log-variance for the Gaussian reference h_G, mmse_G, and
+    is left out of the default proposal; docs/method.md section 2) and its class labels (None for
+    an unlabelled set); `is_image` from the dataset's spec."""
     dataset: object
     data: torch.Tensor
     data_var: torch.Tensor
@@ -38,7 +41,7 @@ def prepare(ds: Component, seed: int, device: torch.device) -> Prepared:
     dataset = DATASETS.build(ds.name, ds.params)
     data, labels = dataset.train_set(make_generator(torch.device("cpu"), seed, "data", ds.key()))
     spec = DATASETS.entry(ds.name).spec
-    return Prepared(dataset, data.to(device), data.var(0, unbiased=False).clamp_min(1e-8).to(device),
+    return Prepared(dataset, data.to(device), data.var(0, unbiased=False).clamp_min(VARIANCE_FLOOR).to(device),
                     None if labels is None else labels.long().to(device), declared(spec.kind, ds.params) == "images")
 
 

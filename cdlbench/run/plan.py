@@ -13,9 +13,12 @@ sample batch) and reaches the records as identity or p_* columns.
 """
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from ..registry import METRICS
 from ..suite.schema import DEFAULT_SAMPLE_BATCH, Cell, Component, Suite, keyed
@@ -98,7 +101,56 @@ def training_config(cell: Cell) -> dict:
     files = input_digests(config)
     if files:            # only suites with input files: other cached checkpoints keep their hash
         config["input_files"] = files
+    if uses_default_proposal(cell.loss.name, cell.loss.params):
+        constant = constant_dimensions(cell.dataset, cell.seed)
+        if constant:     # only such trainings: every other cached checkpoint keeps its hash
+            config["proposal_excludes_constant_dims"] = constant
     return config
+
+
+# loss -> its (loc, scale) parameter pairs that fall back to the default proposal when None
+# (losses/itd.py, losses/cdl.py); a nested `base` loss is looked at too
+DEFAULT_PROPOSAL_PARAMS = {"itd": (("loc", "scale"),), "cdl": (("mc_loc", "mc_scale"), ("zeta_loc", "zeta_scale"))}
+
+
+def uses_default_proposal(name: str, params: dict) -> bool:
+    """Whether loss `name` with `params` draws a log-SNR from the default proposal (docs/method.md section 2)."""
+    if any(params.get(p) is None for pair in DEFAULT_PROPOSAL_PARAMS.get(name, ()) for p in pair):
+        return True
+    base = params.get("base")
+    if base is None:
+        return False
+    base = {"name": base} if isinstance(base, str) else dict(base)
+    return uses_default_proposal(base.pop("name"), base)
+
+
+_CONSTANT_DIMS: dict = {}       # (dataset key, its input files, seed) -> count
+
+
+def constant_dimensions(dataset: Component, seed: int) -> int:
+    """How many dimensions of the training data of (dataset, seed) are constant (variance at or
+    below VARIANCE_FLOOR), which the default proposal leaves out (digits: 3 of its 64 pixels). Computed from the data as run/data.py draws them, once per process
+    and dataset (an image folder is read once for all seeds: its training set is the whole set);
+    0 when the data cannot be read here (the training then fails reading them, as before)."""
+    from ..datasets.base import FiniteImageSet
+    from ..datasets.images import ImageSetError
+    from ..diffusion.itd import varying_dimensions
+    from ..registry import DATASETS
+    from ..seeding import make_generator
+
+    cls = DATASETS.entry(dataset.name).obj
+    finite = inspect.isclass(cls) and issubclass(cls, FiniteImageSet)
+    files = json.dumps(input_digests({"dataset": dataset.params}), sort_keys=True)
+    memo = (dataset.key(), files, "every seed" if finite else seed)   # a finite set ignores the generator
+    if memo not in _CONSTANT_DIMS:
+        try:
+            built = DATASETS.build(dataset.name, dataset.params)
+        except (ImageSetError, FileNotFoundError, ImportError):
+            return 0
+        data, _ = built.train_set(make_generator(torch.device("cpu"), seed, "data", dataset.key()))
+        var = data.var(0, unbiased=False).flatten()
+        _CONSTANT_DIMS[memo] = int((~varying_dimensions(var, var.numel())).sum())
+    return _CONSTANT_DIMS[memo]
 
 
 def flatten_params(prefix: str, comp: Component | dict) -> dict:
