@@ -10,8 +10,9 @@
 - figure6_*: quality against S_churn (Figure 6), when the records hold an S_churn sweep.
 Which sampler is parallel, its sequential twin, and which metric is a quality figure come from the
 components' declarations (cdlbench/figures.py). Every figure has a fixed size (PANEL inches per
-panel at DPI), so tests can check the PNG size, and carries its title and a description in the
-PNG's text chunks (Title, Description), which the html report uses as the caption.
+panel at DPI, at least MIN_WIDTH inches wide: 1000 px), so tests can check the PNG size, keeps its
+legend outside the axes, and carries its title and a description in the PNG's text chunks (Title,
+Description), which the html report uses as the caption.
 """
 from __future__ import annotations
 
@@ -31,6 +32,8 @@ from .markup import SUPERSCRIPT  # noqa: E402
 
 DPI = 100
 PANEL = (3.6, 3.2)          # inches per panel (width, height)
+MIN_WIDTH = 10.0            # inches: every figure is at least 1000 px wide at DPI
+CURVE_SIZE = (12.0, 5.0)    # inches: Figure 4, one panel with its legend beside it
 
 
 def safe_name(text: str) -> str:
@@ -43,9 +46,15 @@ def math_label(label: str) -> str:
 
 
 def new_figure(ncols: int, nrows: int = 1):
-    fig, axes = plt.subplots(nrows, ncols, figsize=(PANEL[0] * ncols, PANEL[1] * nrows), dpi=DPI,
-                             squeeze=False, layout="constrained")
+    """ncols x nrows panels, PANEL inches each, at least MIN_WIDTH wide."""
+    size = (max(PANEL[0] * ncols, MIN_WIDTH), PANEL[1] * nrows)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, dpi=DPI, squeeze=False, layout="constrained")
     return fig, axes
+
+
+def outside_legend(fig, ax, fontsize: float = 8) -> None:
+    """The legend of ax's lines to the right of the axes, outside the data."""
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=fontsize, frameon=False)
 
 
 def save(fig, path: Path, title: str = "", description: str = "") -> Path:
@@ -230,32 +239,92 @@ def _converged(records: pd.DataFrame | None) -> dict | None:
     return {c: bool(v) for c, v in zip(rows["cell"], pd.to_numeric(rows["value"], errors="coerce").fillna(0) > 0)}
 
 
+def identity_columns(records: pd.DataFrame, with_metric: bool = True) -> list[str]:
+    """The record columns that name a cell apart from its sampler: suite and version, dataset,
+    model, loss, seed and every p_* parameter (training step and settings included) except the
+    sampler's (p_sampler_*), the environment's (p_env_*) and, unless with_metric, the metric's."""
+    return [c for c in records.columns
+            if c in ("suite", "suite_version", "dataset", "model", "loss", "seed")
+            or (str(c).startswith("p_") and not str(c).startswith(("p_sampler_", "p_env_"))
+                and (with_metric or not str(c).startswith("p_metric_")))]
+
+
+def _matches(column: pd.Series, value) -> pd.Series:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return column.isna()
+    return column == value
+
+
 def twin_final(records: pd.DataFrame | None, cells, metric: str) -> tuple[str, float, int] | None:
-    """(sampler label, mean, n) of `metric` of the sequential twin (SamplerSpec.fixed_point) of the
-    parallel cells `cells` (one dataset, model and loss), from the records; None without one."""
-    if records is None or not len(cells):
+    """(sampler label, mean, n) of `metric` of the sequential twins (SamplerSpec.fixed_point) of
+    the parallel cells `cells`: for each cell, the record of its twin sampler with the same
+    identity but the sampler (identity_columns: suite, training step and settings, seed, metric
+    parameters...), so the mean is over exactly the trainings and seeds of `cells` (n of them);
+    None without any."""
+    if records is None or not len(cells) or "metric" not in records.columns:
         return None
-    mine = records[records["cell"].isin(set(cells))]
-    if mine.empty:
+    of_metric = records[records["metric"] == metric]
+    values, label = [], None
+    for cell in dict.fromkeys(cells):
+        own = of_metric[of_metric["cell"] == cell]
+        mine = own if len(own) else records[records["cell"] == cell]
+        if mine.empty:
+            continue
+        ref = mine.iloc[0]
+        twin = sequential_twin(ref)
+        if twin is None:
+            continue
+        cand = of_metric[of_metric["sampler"].map(sampler_name) == twin[0]]
+        for col in identity_columns(records, with_metric=len(own) > 0):
+            cand = cand[_matches(cand[col], ref[col])]
+        cand = cand[[is_sampler(r, *twin) for _, r in cand.iterrows()]] if len(cand) else cand
+        found = pd.to_numeric(cand["value"], errors="coerce").dropna() if len(cand) else cand
+        if len(found):
+            values.append(float(found.mean()))
+            label = label or str(cand["sampler"].iloc[0])
+    if not values:
         return None
-    first = mine.iloc[0]
-    twin = sequential_twin(first)
-    if twin is None:
+    return label, float(np.mean(values)), len(values)
+
+
+NULL_DRAWS = 200            # permutation-null draws per Figure 4 panel, spread over its runs
+
+
+def noise_band(items: list[dict] | None, curve: pd.DataFrame, metric: str) -> tuple[float, float, int, int] | None:
+    """(low, high, m, n): the central 95% of the curve's metric between two sets of one law at the
+    curve's sample counts (m samples, n reference points), from the permutation nulls of its runs'
+    saved final samples and reference (report/noise_floor.py, NULL_DRAWS in all, seeded); None
+    without saved samples or a metric that can be rebuilt from the curve's settings."""
+    from .noise_floor import curve_metric, permutation_null
+
+    mine = sorted((it for it in items or () if it["cell"] in set(curve["cell"]) and "data" in it),
+                  key=lambda it: it["order"])
+    statistic = curve_metric(metric, curve) if mine else None
+    if statistic is None:
         return None
-    same = records[(records["metric"] == metric) & (records["dataset"] == first["dataset"])
-                   & (records["model"] == first["model"]) & (records["loss"] == first["loss"])]
-    same = same[[is_sampler(r, *twin) for _, r in same.iterrows()]] if len(same) else same
-    values = pd.to_numeric(same["value"], errors="coerce").dropna() if len(same) else pd.Series([], dtype=float)
-    if values.empty:
-        return None
-    return str(same["sampler"].iloc[0]), float(values.mean()), int(len(values))
+    import torch
+
+    counts = curve["p_metric_n_samples"].dropna().unique() if "p_metric_n_samples" in curve.columns else []
+    generator = torch.Generator().manual_seed(0)
+    draws, sizes = [], set()
+    for it in mine:
+        x, y = torch.as_tensor(it["samples"]), torch.as_tensor(it["data"])
+        x = x[: int(counts[0])] if len(counts) == 1 else x
+        sizes.add((x.shape[0], y.shape[0]))
+        draws.append(permutation_null(statistic, x, y, -(-NULL_DRAWS // len(mine)), generator))
+    low, high = np.quantile(torch.cat(draws).numpy(), [0.025, 0.975])
+    m, n = min(sizes)
+    return float(low), float(high), m, n
 
 
 def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None,
-                   panel: str = "sampler", line: str = "loss") -> list[Path]:
+                   panel: str = "sampler", line: str = "loss", items: list[dict] | None = None) -> list[Path]:
     """Figure 4: per quality metric with a per-iteration curve and (dataset, parallel sampler), the
     metric against the sampler's iterations, one line per loss (mean ± std over seeds; converged
-    runs carried forward, dashed where any is), and dotted the sequential twin's final value.
+    runs carried forward, dashed where any is), and dotted the final value of the same runs'
+    sequential twins (twin_final). The axis is symlog, linear within the noise floor, so values
+    at or below 0 (the unbiased MMD^2 can be negative) stay on it; for MMD^2 with saved samples
+    (items, load_samples) the noise floor is drawn as a grey band (noise_band).
     panel="loss", line="sampler": the same curves per (dataset, loss), one line per parallel
     sampler (figure4_samplers)."""
     if curves.empty or "metric" not in curves.columns:
@@ -271,7 +340,8 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
         for (ds, panel_value), g in c.groupby(["dataset", panel], sort=False):
             if line == "sampler" and g["sampler"].nunique() < 2:
                 continue
-            fig, axes = new_figure(1 if line == "loss" else 2)     # by sampler: the long legend beside the plot
+            fig, axes = new_figure(1)
+            fig.set_size_inches(*CURVE_SIZE)                         # the legend beside the plot
             ax = axes[0, 0]
             several_models = g["model"].nunique() > 1 if "model" in g.columns else False
             keys = (["model"] if several_models else []) + (["train"] if g["train"].nunique() > 1 else []) + [line]
@@ -285,25 +355,26 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
                 if carried.any():
                     start = max(int(np.argmax(carried)) - 1, 0)
                     ax.plot(x[start:], m[start:], color=f"C{i}", ls="--")
-                ax.fill_between(x, np.clip(m - s, 1e-12, None), m + s, color=f"C{i}", alpha=0.2)
+                ax.fill_between(x, m - s, m + s, color=f"C{i}", alpha=0.2)
                 twin = twin_final(records, lg["cell"].unique(), metric)
                 if twin is not None:
                     tw_label, tw_mean, tw_n = twin
                     ax.axhline(tw_mean, color=f"C{i}", ls=":", lw=1.0,
-                               label=f"{name}: {tw_label}, sequential twin (n={tw_n})")
+                               label=f"{name}: {tw_label}, sequential twin, same runs (n={tw_n})")
             thr = g.get("p_metric_threshold")
             if thr is not None and thr.notna().any():
                 ax.axhline(float(thr.dropna().iloc[0]), color="k", ls="--", lw=0.8, label="threshold")
-            ax.set_yscale("log")
+            band = noise_band(items, g, metric)
+            if band is not None:
+                ax.axhspan(band[0], band[1], color="0.6", alpha=0.35, lw=0, zorder=0,
+                           label=f"noise floor: 95% of {label} between two sets of one law (m={band[2]}, n={band[3]})")
+            ax.axhline(0.0, color="0.4", lw=0.6)
+            ax.set_yscale("symlog", linthresh=_linear_range(g, band), linscale=1.0)
             what = sampler_name(panel_value) if panel == "sampler" else "parallel sampler"
             ax.set_xlabel(f"{what} iteration (pass)")
             ax.set_ylabel(f"{label} (mean ± std over seeds)")
             ax.set_title(f"{ds} · {panel_value}", fontsize=9)
-            if line == "loss":
-                ax.legend(fontsize=6)
-            else:
-                axes[0, 1].legend(*ax.get_legend_handles_labels(), loc="center left", fontsize=6, frameon=False)
-                axes[0, 1].axis("off")
+            outside_legend(fig, ax)
             stem = "figure4" if panel == "sampler" else "figure4_samplers"
             written.append(save(
                 fig, out / f"{stem}_{safe_name(metric)}_vs_iteration_{safe_name(ds)}_{safe_name(panel_value)}.png",
@@ -311,16 +382,30 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
                 + (f"{panel_value}" if panel == "sampler" else f"each parallel sampler, {panel_value} model"),
                 "Mean ± std over seeds per loss. A run that converged before the longest run keeps its final "
                 "value (its samples no longer change): the line is dashed where such values are carried "
-                "forward. Dotted: the final value of the sequential sampler this one converges to."))
+                "forward. Dotted: the final value of the sequential sampler this one converges to, on the same "
+                "trainings and seeds. Symlog axis, linear near 0 (values at or below 0 stay visible). Grey "
+                "band, where drawn: the noise floor, the central 95% of the statistic between two sets of one "
+                "law at these sample counts (permutations of each run's final samples with its reference); "
+                "values inside it cannot be told from 0 or from each other."))
     return written
 
 
 figure4_mmd_curves = figure4_curves          # the former name
 
 
-def figure4_samplers(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None) -> list[Path]:
+def _linear_range(curve: pd.DataFrame, band: tuple | None) -> float:
+    """The symlog axis's linear range around 0: up to the noise band's edge, else a thousandth of
+    the curve's largest |value| (a positive number in any case)."""
+    if band is not None and max(abs(band[0]), abs(band[1])) > 0:
+        return max(abs(band[0]), abs(band[1]))
+    top = float(pd.to_numeric(curve["value"], errors="coerce").abs().max())
+    return top * 1e-3 if np.isfinite(top) and top > 0 else 1.0
+
+
+def figure4_samplers(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None = None,
+                     items: list[dict] | None = None) -> list[Path]:
     """Figure 4 by sampler: per (dataset, loss) with two or more parallel samplers, one line each."""
-    return figure4_curves(curves, out, records, panel="loss", line="sampler")
+    return figure4_curves(curves, out, records, panel="loss", line="sampler", items=items)
 
 
 def figure7_training_length(records: pd.DataFrame, out: Path) -> list[Path]:
@@ -348,7 +433,7 @@ def figure7_training_length(records: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_xlabel("training steps")
             ax.set_ylabel(f"{math_label(figure(m).label)} (mean ± std)")
             ax.set_title(f"{ds} · {sampler}", fontsize=9)
-            ax.legend(fontsize=7)
+        outside_legend(fig, axes[0, 0])
         written.append(save(fig, out / f"figure7_training_length_{safe_name(ds)}_{safe_name(sampler)}.png",
                             f"Training length · {ds}: quality and passes of {sampler} against training steps",
                             "Snapshots of one training per (loss, seed): mean ± std over seeds, one line per loss."))
@@ -374,7 +459,7 @@ def _sweep_plot(table: pd.DataFrame, xcol: str, series: list[str], xlabel: str, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{math_label(figure(q).label)} (mean ± std)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7)
+    outside_legend(fig, ax)
     return save(fig, path, f"{caption}: {title}" if caption else title,
                 "Mean ± std over seeds; one line per loss, sampler and further settings.")
 
@@ -509,7 +594,7 @@ def figure1_score_error(items: list[dict], out: Path) -> list[Path]:
         logs = np.concatenate([np.log10(np.maximum(p["score_error.grid"].ravel(), 1e-6)) for p, _ in pick.values()])
         vmin, vmax = np.percentile(logs, [1, 99.5])
         fig, axes = new_figure(len(losses))
-        fig.set_size_inches(PANEL[0] * 1.4 * len(losses), PANEL[1] * 1.2)
+        fig.set_size_inches(max(PANEL[0] * 1.4 * len(losses), MIN_WIDTH), PANEL[1] * 1.2)
         mesh = None
         for ax, loss in zip(axes[0], losses):
             it, seq = pick[loss]
@@ -533,8 +618,8 @@ def write_all(run_dirs, records: pd.DataFrame, curves: pd.DataFrame, out: str | 
     written = []
     written += figure1_score_error(items, out)
     written += figure3_samples(items, out)
-    written += figure4_curves(curves, out, records)
-    written += figure4_samplers(curves, out, records)
+    written += figure4_curves(curves, out, records, items=items)
+    written += figure4_samplers(curves, out, records, items=items)
     written += figure7_training_length(records, out)
     written += figure5_quality_vs_nfe(records, out)
     written += figure6_quality_vs_churn(records, out)

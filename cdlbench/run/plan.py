@@ -129,9 +129,11 @@ _CONSTANT_DIMS: dict = {}       # (dataset key, its input files, seed) -> count
 
 def constant_dimensions(dataset: Component, seed: int) -> int:
     """How many dimensions of the training data of (dataset, seed) are constant (variance at or
-    below VARIANCE_FLOOR), which the default proposal leaves out (digits: 3 of its 64 pixels). Computed from the data as run/data.py draws them, once per process
-    and dataset (an image folder is read once for all seeds: its training set is the whole set);
-    0 when the data cannot be read here (the training then fails reading them, as before)."""
+    below VARIANCE_FLOOR), which the default proposal leaves out (digits: 3 of its 64 pixels).
+    Computed from the data as run/data.py draws them, once per process and dataset (a finite
+    image set is read once for all seeds: its training set is the whole set, whatever the seed;
+    a CIFAR-size folder costs one extra read of the data at planning); 0 when the data cannot be
+    read here (the training then fails reading them, as before)."""
     from ..datasets.base import FiniteImageSet
     from ..datasets.images import ImageSetError
     from ..diffusion.itd import varying_dimensions
