@@ -46,7 +46,7 @@ RULES = """\
   2/2^n: 0.25 at n = 3, 0.0625 at n = 5, so no row with n < 6 can be decided at 0.05. The Student
   t interval and the t test of the same hypothesis are printed beside it; they are exact only for
   normal differences and do not decide the verdict. The percentile bootstrap is gone: simulated
-  with normal data it covers 76% / 85% / 90% at n = 3 / 5 / 10 instead of 95%
+  with normal data it covers about 75% / 85% / 90% at n = 3 / 5 / 10 instead of 95%
   (tests/report/test_stats.py).
 - **"No worse" claims** (`lower_or_equal`, `higher_or_equal`) carry a margin in the metric's unit
   with its source (baselines/claims.yaml) and test H0 "difference = margin on the worse side",
@@ -83,11 +83,12 @@ def summary_lines(results) -> list[str]:
     lines = [
         f"- **Decided:** {len(decided)} of {len(results)} rows at a family-wise error rate of {ALPHA} (Holm over "
         f"{m} tested rows)" + (": " + "; ".join(f"{r.claim.id} ({r.suite}: {r.verdict})" for r in decided)
-                               if decided else ".") ,
+                               if decided else "."),
         f"- **Not decided:** {len(tested) - len(decided)} rows inconclusive, {len(too_small)} of them because their "
         f"n ({', '.join(map(str, ns))} seeds) cannot reach p <= {ALPHA} at all (exact sign-flip test: minimum p = "
-        f"2/2^n, 0.25 at n = 3, 0.0625 at n = 5); {len(untestable)} rows without a test (censored in both arms in "
-        f"every pair). Under a normality assumption the t test would decide {t_decided} rows after Holm (smallest "
+        f"2/2^n, 0.25 at n = 3, 0.0625 at n = 5); {len(untestable)} rows without a test"
+        + (" (" + "; ".join(sorted({r.reason for r in untestable})) + ")" if untestable else "")
+        + f". Under a normality assumption the t test would decide {t_decided} rows after Holm (smallest "
         f"t p = {_p(float(np.nanmin(t_ps)) if np.isfinite(t_ps).any() else math.nan)}).",
         f"- **What it would take:** at least {stats.sign_flip_seeds_needed(ALPHA)} seeds per cell for any row to "
         f"reach {ALPHA}, and {stats.sign_flip_seeds_needed(holm_alpha)} for Holm's first step "

@@ -176,7 +176,8 @@ def load_claims(path: str | Path) -> list[Claim]:
             if c.get(key) is not None and (not isinstance(c[key], str) or not c[key]):
                 raise ClaimsError(f"{where}.{key}: must be a record name (e.g. iterations, converged)")
         if c.get("observed_only_if") and not c.get("censored_at"):
-            raise ClaimsError(f"{where}.observed_only_if: needs censored_at (the record a censored value is censored at)")
+            raise ClaimsError(f"{where}.observed_only_if: needs censored_at (the record a censored value is "
+                              f"censored at)")
         if c["direction"] in MARGIN_DIRECTIONS and "margin" not in c:
             raise ClaimsError(f"{where}.margin: required for direction {c['direction']} (a 'no worse' or 'equal' claim "
                               f"is judged against a margin in the metric's unit, with its source)")
@@ -313,7 +314,7 @@ def _config(rows: pd.DataFrame, columns) -> tuple:
 def _paired(claim, df, suite, t_label, c_label, t_rows, c_rows, keys, params) -> list[ClaimResult]:
     t, c = arm_values(df, t_rows, claim), arm_values(df, c_rows, claim)
     key_cols = [k for k in keys if k in t.columns and k in c.columns]
-    t, c = (x.assign(**{f"_k{i}": x[k].map(_key_text) for i, k in enumerate(key_cols)}) for x in (t, c))
+    t, c = (x.assign(_row=x.index, **{f"_k{i}": x[k].map(_key_text) for i, k in enumerate(key_cols)}) for x in (t, c))
     merge_on = [f"_k{i}" for i in range(len(key_cols))] + ["seed"]
     for side, x in (("treatment", t), ("control", c)):
         dup = x.duplicated(merge_on)
@@ -342,8 +343,8 @@ def _paired(claim, df, suite, t_label, c_label, t_rows, c_rows, keys, params) ->
         pairs = [Pair(int(s), float(tv), float(cv), bool(to), bool(co)) for s, tv, cv, to, co in
                  zip(m_ok["seed"], m_ok["_time_t"], m_ok["_time_c"], m_ok["_observed_t"], m_ok["_observed_c"])]
         res = ClaimResult(claim, str(suite), where, str(t_label), str(c_label), pairs, int((~usable).sum()))
-        res.evidence = _evidence(claim, m_ok, t_rows, c_rows, key_cols)
-        arms = ((t_rows[t_rows["cell"].isin(set(m_ok["cell_t"]))]), c_rows[c_rows["cell"].isin(set(m_ok["cell_c"]))])
+        arms = (t_rows.loc[m_ok["_row_t"]], c_rows.loc[m_ok["_row_c"]])    # this row's records, per arm
+        res.evidence = _evidence(claim, m_ok, arms)
         res.sampler_config = tuple((tuple(sorted(set(a["sampler"].map(component_name)))),
                                     _config(a, [x for x in a.columns if x.startswith("p_sampler_")])) for a in arms)
         analyse(res)
@@ -351,18 +352,17 @@ def _paired(claim, df, suite, t_label, c_label, t_rows, c_rows, keys, params) ->
     return out
 
 
-def _evidence(claim, m, t_rows, c_rows, key_cols) -> tuple:
+def _evidence(claim, m, arms) -> tuple:
     """What a row's numbers rest on: per arm the training configuration (dataset, model, loss and
     the p_dataset/p_model/p_train/p_loss parameters) and the metric parameters; the seeds."""
     seeds = tuple(int(s) for s in m["seed"])
-    arms = []
-    for rows, cells in ((t_rows, m["cell_t"]), (c_rows, m["cell_c"])):
-        mine = rows[rows["cell"].isin(set(cells))]
+    out = []
+    for mine in arms:
         train = _config(mine, [x for x in mine.columns if x.startswith(TRAIN_PREFIXES)])
         names = tuple(sorted({component_name(v) for col in ("dataset", "model", "loss") for v in mine[col]}))
         metric = _config(mine, [x for x in mine.columns if x.startswith("p_metric_")])
-        arms.append((names, train, metric))
-    return (claim.id, tuple(arms), seeds)
+        out.append((names, train, metric))
+    return (claim.id, tuple(out), seeds)
 
 
 def _worse_side_null(claim: Claim) -> float:

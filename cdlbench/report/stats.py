@@ -126,14 +126,19 @@ class TTest:
     interval: tuple | None    # the (1 - alpha) two-sided interval of the mean
 
 
-def t_interval(diffs, level: float = 0.95) -> tuple[float, float] | None:
+def t_interval(diffs, level: float = 0.95):
     """Student's t interval of the mean of paired differences, mean -+ t_{(1+level)/2, n-1} sd / sqrt(n)
-    (Student 1908); None below 2 values."""
+    (Student 1908); None below 2 values. `diffs` (batch, n) gives two arrays (lower, upper), one
+    interval per row, from one quantile."""
     d = np.asarray(diffs, dtype=float)
-    if d.size < 2:
+    n = d.shape[-1]
+    if n < 2:
         return None
-    half = t_quantile(0.5 + level / 2.0, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
-    return float(d.mean() - half), float(d.mean() + half)
+    half = t_quantile(0.5 + level / 2.0, n - 1) * d.std(axis=-1, ddof=1) / math.sqrt(n)
+    mean = d.mean(axis=-1)
+    if d.ndim == 1:
+        return float(mean - half), float(mean + half)
+    return mean - half, mean + half
 
 
 def t_test(diffs, null: float = 0.0, alternative: str = "two-sided", level: float = 0.95) -> TTest:
@@ -298,7 +303,8 @@ def t_detectable_effect(sd: float, n: int, alpha: float = 0.05, power: float = 0
     return (t_quantile(1 - alpha / 2, n - 1) + t_quantile(power, n - 1)) * sd / math.sqrt(n)
 
 
-def t_seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8, limit: int = 10_000) -> int | None:
+def t_seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float = 0.8,
+                   limit: int = 10_000) -> int | None:
     """The smallest n (>= 2) at which `t_detectable_effect` reaches |effect|; None when effect is 0
     or more than `limit` seeds would be needed. sd = 0 needs n = 2 for any non-zero effect."""
     if effect == 0 or not math.isfinite(effect) or not math.isfinite(sd):
