@@ -52,6 +52,7 @@ CLAIM_KEYS = ("id", "statement", "source", "metric", "direction", "cells", "trea
               "observed_only_if", "margin", "note")
 GROUP_KEYS = ["dataset", "model", "train", "sampler"]
 TRAIN_PREFIXES = ("p_dataset_", "p_model_", "p_train_", "p_loss_")
+PERMUTATION_SEED = 0                 # the Monte Carlo sign-flip test's generator (only beyond 16 seeds)
 MISSING_KEY = "-"                    # merge-key stand-in for an absent parameter (NaN never matches in a merge)
 
 
@@ -409,7 +410,7 @@ def analyse(res: ClaimResult) -> None:
     res.test = "sign-flip permutation (exact)" if d.size <= stats.EXACT_MAX_N else "sign-flip permutation (Monte Carlo)"
     if res.null:
         res.test += f", H0: difference = {_num(res.null)} (margin)"
-    rng = np.random.default_rng(0)               # only used beyond EXACT_MAX_N seeds
+    rng = np.random.default_rng(PERMUTATION_SEED)   # per row, so a row's p never depends on the others
     res.p = stats.sign_flip_test(d, res.null, "two-sided", rng=rng)
     res.min_p = stats.min_attainable_p(int(np.count_nonzero(d - res.null)))
     tt = stats.t_test(d, res.null)
@@ -572,7 +573,9 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                      "per-seed differences": ", ".join(_num(d) for d in r.diffs) if r.censored is None else "",
                      "mean [95% t interval]": estimate_text(r), "t p (same H0)": _p(r.t_p), "margin": margin,
                      "test": r.test, "p": _p(r.p), "Holm p": _p(r.p_holm), "verdict": r.verdict,
-                     "why": r.reason + (f"; {r.merge_note}" if r.merge_note else ""), "power": r.power})
+                     "why": r.reason + (f"; {r.merge_note}" if r.merge_note else "")
+                            + (f"; {r.dropped} pair(s) without a value left out" if r.dropped else ""),
+                     "power": r.power})
     return pd.DataFrame(rows)
 
 
