@@ -232,11 +232,10 @@ def _select(df: pd.DataFrame, spec: dict) -> pd.Series:
 def distinguishing_parameters(df: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
     """p_* columns that tell apart records of one metric in one cell (e.g. p_metric_bandwidth when
     MMD is measured at two bandwidths), and every p_metric_* column the rows carry."""
-    pcols = [c for c in rows.columns if c.startswith("p_") and c != "p_train_step"]
-    keep = [c for c in pcols if c.startswith("p_metric_") and rows[c].map(lambda v: not _missing(v)).any()]
+    pcols = [c for c in rows.columns if c.startswith("p_") and c != "p_train_step" and rows[c].notna().any()]
+    keep = [c for c in pcols if c.startswith("p_metric_")]
     if len(rows) and pcols:
-        key = rows[pcols].map(_key_text)
-        per_cell = key.groupby([rows["suite"], rows["cell"], rows["metric"]]).nunique()
+        per_cell = rows[pcols].astype(str).groupby([rows["suite"], rows["cell"], rows["metric"]]).nunique()
         keep += [c for c in pcols if c not in keep and (per_cell[c] > 1).any()]
     return keep
 

@@ -311,12 +311,13 @@ def t_seeds_needed(effect: float, sd: float, alpha: float = 0.05, power: float =
         return None
     if sd == 0:
         return 2
-    # n grows as ((z_a + z_b) sd / effect)^2: start near it, then walk to the exact crossing
-    n = 2
-    while n <= limit and t_detectable_effect(sd, n, alpha, power) > abs(effect):
-        n = n + 1 if n < 64 else int(n * 1.05) + 1
-    if n > limit:
+    if t_detectable_effect(sd, limit, alpha, power) > abs(effect):
         return None
-    while n > 2 and t_detectable_effect(sd, n - 1, alpha, power) <= abs(effect):
-        n -= 1
-    return n
+    lo, hi = 1, limit          # the detectable effect falls with n: bisect for the first n that reaches |effect|
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if mid >= 2 and t_detectable_effect(sd, mid, alpha, power) <= abs(effect):
+            hi = mid
+        else:
+            lo = mid
+    return hi
