@@ -233,3 +233,29 @@ def test_two_bandwidths_survive_loading_a_run_directory(tmp_path):
     append_jsonl(tmp_path / "records.jsonl", rows)
     results = evaluate_all([claim("mmd")], load([tmp_path]))
     assert sorted((r.n, r.where.split("[")[-1]) for r in results) == [(3, "bandwidth=0.03]"), (3, "bandwidth=0.1]")]
+
+
+def test_claims_table_script_writes_the_page_and_the_readme_block(tmp_path, monkeypatch):
+    """scripts/claims_table.py is the one owner of docs/claims.md and README's summary block."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    from .synthetic import write_run
+
+    run = write_run(tmp_path / "run")
+    readme = tmp_path / "README.md"
+    script = Path(__file__).parents[2] / "scripts" / "claims_table.py"
+    spec = importlib.util.spec_from_file_location("claims_table", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme.write_text(f"intro\n{module.README_START}\nold text\n{module.README_END}\nrest\n")
+    out = tmp_path / "claims.md"
+    monkeypatch.setattr(sys, "argv", ["claims_table.py", str(run), "--out", str(out), "--readme", str(readme),
+                                      "--claims", str(Path(__file__).parents[2] / "baselines" / "claims.yaml")])
+    module.main()
+    page = out.read_text()
+    assert "| dino-parallel-threshold | synthetic |" in page and "Holm" in page
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old text" not in text
+    assert "**Decided:** 0 of" in text and "**What it would take:**" in text
