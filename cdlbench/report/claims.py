@@ -229,7 +229,7 @@ def _select(df: pd.DataFrame, spec: dict) -> pd.Series:
     return keep
 
 
-def distinguishing_parameters(df: pd.DataFrame, rows: pd.DataFrame) -> list[str]:
+def distinguishing_parameters(rows: pd.DataFrame) -> list[str]:
     """p_* columns that tell apart records of one metric in one cell (e.g. p_metric_bandwidth when
     MMD is measured at two bandwidths), and every p_metric_* column the rows carry."""
     pcols = [c for c in rows.columns if c.startswith("p_") and c != "p_train_step" and rows[c].notna().any()]
@@ -293,7 +293,7 @@ def evaluate(claim: Claim, records: pd.DataFrame) -> list[ClaimResult]:
         ctrl = g[_select(g, claim.control)]
         if treat.empty or ctrl.empty:
             continue
-        params = distinguishing_parameters(df, g)
+        params = distinguishing_parameters(g)
         keys = GROUP_KEYS + (["p_train_step"] if "p_train_step" in g.columns else []) + params
         for t_label, t_rows in treat.groupby("loss", sort=False):
             for c_label, c_rows in ctrl.groupby("loss", sort=False):
