@@ -116,6 +116,7 @@ class ClaimResult:
     power: str = ""
     runs: list = field(default_factory=list)    # (suite, where) of every merged row
     merge_note: str = ""
+    note: str = ""                   # how censoring was decided where the claim's record is missing
     evidence: tuple = ()             # the identity used for merging (see `same_evidence`)
     sampler_config: tuple = ()
 
@@ -286,6 +287,13 @@ def evaluate(claim: Claim, records: pd.DataFrame) -> list[ClaimResult]:
 
     df = records
     rows = df[(df["metric"] == claim.metric) & _select(df, claim.cells)]
+    if not rows.empty and claim.censored_at and not (df["metric"] == claim.censored_at).any():
+        raise ClaimsError(f"claim {claim.id}.censored_at: no record named {claim.censored_at!r} in the runs given "
+                          f"(the record of the same cells that holds the censoring time, e.g. iterations)")
+    status_note = ""
+    if claim.observed_only_if and not (df["metric"] == claim.observed_only_if).any():
+        status_note = (f"no {claim.observed_only_if!r} record: a run counts as not converged when it reached "
+                       f"p_sampler_max_iters")
     out = []
     for suite, g in rows.groupby("suite", sort=False):
         g = with_train_labels(g.drop(columns="train", errors="ignore"))   # what differs within this run
@@ -298,6 +306,8 @@ def evaluate(claim: Claim, records: pd.DataFrame) -> list[ClaimResult]:
         for t_label, t_rows in treat.groupby("loss", sort=False):
             for c_label, c_rows in ctrl.groupby("loss", sort=False):
                 out += _paired(claim, df, suite, t_label, c_label, t_rows, c_rows, keys, params)
+    for r in out:
+        r.note = status_note
     return out
 
 
@@ -573,7 +583,8 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                      "mean [95% t interval]": estimate_text(r), "t p (same H0)": _p(r.t_p), "margin": margin,
                      "test": r.test, "p": _p(r.p), "Holm p": _p(r.p_holm), "verdict": r.verdict,
                      "why": r.reason + (f"; {r.merge_note}" if r.merge_note else "")
-                            + (f"; {r.dropped} pair(s) without a value left out" if r.dropped else ""),
+                            + (f"; {r.dropped} pair(s) without a value left out" if r.dropped else "")
+                            + (f"; {r.note}" if r.note else ""),
                      "power": r.power})
     return pd.DataFrame(rows)
 

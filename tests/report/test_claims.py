@@ -259,3 +259,13 @@ def test_claims_table_script_writes_the_page_and_the_readme_block(tmp_path, monk
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("rest\n") and "old text" not in text
     assert "**Decided:** 0 of" in text and "**What it would take:**" in text
+
+
+def test_a_censoring_record_that_no_run_holds():
+    df = records({("cdl", s): {"iterations": 33, "converged": 1.0} for s in range(3)}
+                 | {("ddpm", s): {"iterations": 32, "converged": 1.0} for s in range(3)})
+    with pytest.raises(ClaimsError, match=r"claim c\.censored_at: no record named 'iteration'"):
+        evaluate_all([claim("iterations", "lower_or_equal", "iteration", "converged", margin=1)], df)
+    # no such status record: the max_iters rule decides, and the row says so
+    (r,) = evaluate_all([claim("iterations", "lower_or_equal", "iterations", "convergd", margin=1)], df)
+    assert "no 'convergd' record" in claims_frame([r]).iloc[0]["why"]
