@@ -66,8 +66,8 @@ class Document:
         return long_frame(self.summary, self.comparisons)
 
 
-CLAIMS_TITLE = ("Claims of the paper: paired difference treatment - control per seed (same data, x_T and "
-                "noise), mean, 95% intervals (Student t; bootstrap where n >= 5); verdict from the t interval")
+CLAIMS_TITLE = ("Claims of the paper: treatment and control paired per seed (same data, x_T and noise); exact "
+                "sign-flip test (Gehan pair scores where censored), Holm over the table; t interval beside it")
 
 
 def document(df: pd.DataFrame, baselines=None, images: list[Path] | None = None,

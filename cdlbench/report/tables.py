@@ -83,8 +83,10 @@ def load(run_dirs: list[str | Path]) -> pd.DataFrame:
         raise NoRecords(f"no complete records in {', '.join(map(str, run_dirs))}")
     df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
     del frames
-    ident = [c for c in ("suite", "suite_version", "cell", "metric") if c in df.columns]
-    return with_train_labels(df.drop_duplicates(subset=ident, keep="first").reset_index(drop=True))
+    ident = [c for c in ("suite", "suite_version", "cell", "metric") if c in df.columns] + \
+        [c for c in df.columns if c.startswith("p_metric_")]      # one metric at two bandwidths: two records
+    first = ~df[ident].astype(str).duplicated(keep="first")         # as text: a parameter may be a list
+    return with_train_labels(df[first].reset_index(drop=True))
 
 
 def load_curves(run_dirs: list[str | Path]) -> pd.DataFrame:
