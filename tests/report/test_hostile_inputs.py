@@ -273,8 +273,11 @@ def test_promise_19_snapshots_and_the_expansion_are_bounded():
     # every axis within its own bound, the product beyond: refused naming the axes' sizes
     with pytest.raises(SuiteError, match=f"at most {MAX_EVALUATIONS:,}") as info:
         parse_suite({**base, "seeds": list(range(1000)),
-                     "train": {"steps": 1000, "snapshots": list(range(1, 101))}}, "big.yaml")
-    assert "seeds 1000" in str(info.value) and "snapshots 100" in str(info.value)
+                     "train": {"steps": 1000, "snapshots": list(range(1, MAX_SNAPSHOTS + 1))}}, "big.yaml")
+    assert "seeds 1000" in str(info.value) and f"snapshots {MAX_SNAPSHOTS}" in str(info.value)
+    with pytest.raises(SuiteError, match="at most 1,000 are allowed") as info:      # one axis' entries
+        parse_suite({**base, "samplers": [{"name": "picard", "tolerance": 0.1 + i} for i in range(1001)]}, "big.yaml")
+    assert info.value.field == "samplers"
 
 
 # ---------------------------------------------------------------- promise 20
