@@ -2,9 +2,11 @@
 shown), 2 a user error (invalid suite, bad option, missing file, another suite's run directory)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -139,7 +141,12 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
 @click.option("--claims", type=click.Path(dir_okay=False), default=None,
               help="the paper's claims (YAML, e.g. baselines/claims.yaml): paired statistics and a verdict each")
 def report(run_dirs, fmt, baseline, plots, claims):
-    """Paper-style tables (mean +- std over seeds) from RUN_DIRS (default: newest under results/)."""
+    """Paper-style tables (mean +- std over seeds) from RUN_DIRS (default: newest under results/).
+
+    \b
+    A cell held by two of RUN_DIRS (same suite, version and cell) is counted once when all its
+    values agree, with a warning naming both directories; when any value differs the report
+    stops with exit 2 naming both and the cells: it never picks one by the order given."""
     from . import report as rep
     from .run.rundir import newest_run
 
@@ -158,19 +165,41 @@ def report(run_dirs, fmt, baseline, plots, claims):
         _fail_usage(f"--baseline: no such file {baseline!r} (e.g. baselines/paper.yaml)")
     if claims is not None and not Path(claims).is_file():
         _fail_usage(f"--claims: no such file {claims!r} (e.g. baselines/claims.yaml)")
-    try:
-        click.echo(rep.render(dirs, fmt, baseline=baseline, plots=plots, claims=claims), nl=False)
-    except UserError as exc:      # an unusable baselines file, no complete records, a missing extra
-        _fail_usage(str(exc))
+    with _warnings_on_stderr():
+        try:
+            text = rep.render(dirs, fmt, baseline=baseline, plots=plots, claims=claims)
+        except UserError as exc:  # an unusable baselines file, no complete records, a missing extra, duplicates
+            _fail_usage(str(exc))
+    click.echo(text, nl=False)
+
+
+@contextlib.contextmanager
+def _warnings_on_stderr():
+    """Warnings of the library (a plugin that failed to import, duplicate cells, corrupt lines)
+    as 'warning: ...' lines on stderr, each once, also when the command then fails."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            yield
+        finally:
+            shown = set()
+            for w in caught:
+                if not issubclass(w.category, UserWarning):      # another library's: as Python shows it
+                    sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
+                elif str(w.message) not in shown:
+                    shown.add(str(w.message))
+                    click.echo(f"warning: {w.message}", err=True)
 
 
 @cli.command(name="list")
 @click.argument("kind", required=False, type=click.Choice(["datasets", "losses", "metrics", "models", "samplers"]))
 def list_components(kind):
     """Registered components with their parameters and defaults."""
-    from .registry import REGISTRIES
+    from .registry import REGISTRIES, load_components
     from .specs import describe_spec
 
+    with _warnings_on_stderr():      # a plugin that failed to import: named, the rest listed
+        load_components()
     for k in [kind] if kind else sorted(REGISTRIES):
         click.echo(f"{k}:")
         for entry in REGISTRIES[k].entries():

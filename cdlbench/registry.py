@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import traceback
+import warnings
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Callable
@@ -77,6 +79,7 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        _ALL_REGISTRIES.append(self)
 
     def register(self, name: str, *, spec=None, constraints: dict | None = None, neutral: dict | None = None):
         """Decorator: `@SAMPLERS.register("picard", spec=SamplerSpec(...))`. `spec` declares what
@@ -128,7 +131,8 @@ class Registry:
         names = sorted(self._entries)
         close = difflib.get_close_matches(str(name), names, n=1, cutoff=0.5)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        return f"unknown {self.kind} {name!r}{hint} available: {', '.join(names)}"
+        failed = "".join(f"; {f.short()} (it may have provided it)" for f in PLUGIN_FAILURES)
+        return f"unknown {self.kind} {name!r}{hint} available: {', '.join(names)}{failed}"
 
     def __getitem__(self, name: str):
         return self.entry(name).obj
@@ -154,6 +158,8 @@ class Registry:
         return entry.obj(**kwargs)
 
 
+_ALL_REGISTRIES: list[Registry] = []      # every registry (components, report formats): a failed plugin leaves none
+
 DATASETS = Registry("dataset")
 MODELS = Registry("model")
 LOSSES = Registry("loss")
@@ -168,17 +174,62 @@ _plugins_loaded = False
 COMPONENT_PACKAGES = ("datasets", "models", "losses", "samplers", "metrics")
 
 
+class PluginImportWarning(UserWarning):
+    """A plugin (entry point of `cdlbench.plugins`) failed to import; the built-ins still work."""
+
+
+@dataclass(frozen=True)
+class PluginFailure:
+    """A plugin that raised while it was imported: its entry point name, module (the entry
+    point's value), distribution and the error (its type, message and where it was raised)."""
+
+    name: str
+    module: str
+    distribution: str
+    error: str
+
+    def short(self) -> str:
+        package = f", package {self.distribution}" if self.distribution else ""
+        return f"plugin {self.name!r} (module {self.module}{package}) failed to import: {self.error}"
+
+    def __str__(self) -> str:
+        return (f"{self.short()}; its components are not available (the built-in ones are); fix or uninstall "
+                f"the plugin")
+
+
+PLUGIN_FAILURES: list[PluginFailure] = []
+
+
 def load_components() -> None:
     """Import the built-in component packages (each kind's __init__ imports its own files, whose
     decorators register them), then third-party components of the entry-point group
-    `cdlbench.plugins`. Called on the first registry lookup."""
+    `cdlbench.plugins`. Called on the first registry lookup. A plugin that raises while it is
+    imported is left out whole (what it registered before it raised is removed), recorded in
+    PLUGIN_FAILURES and named in a PluginImportWarning; the built-ins and other plugins load."""
     global _plugins_loaded
     if _plugins_loaded:
         return
     _plugins_loaded = True
     from . import datasets, losses, metrics, models, samplers  # noqa: F401  (COMPONENT_PACKAGES)
     for ep in metadata.entry_points(group="cdlbench.plugins"):
-        ep.load()
+        before = {id(r): dict(r._entries) for r in _ALL_REGISTRIES}
+        try:
+            ep.load()
+        except (Exception, SystemExit) as exc:
+            for r in _ALL_REGISTRIES:
+                r._entries = before.get(id(r), {})
+            failure = PluginFailure(ep.name, ep.value, getattr(getattr(ep, "dist", None), "name", "") or "",
+                                    _describe(exc))
+            PLUGIN_FAILURES.append(failure)
+            warnings.warn(str(failure), PluginImportWarning, stacklevel=3)
+
+
+def _describe(exc: BaseException) -> str:
+    """'RuntimeError: message (at file:line)', the line the plugin raised from."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}{': ' + message if message else ''}{where}"
 
 
 _load_plugins = load_components

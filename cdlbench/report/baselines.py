@@ -12,12 +12,9 @@ a metric's declared figure (cdlbench/figures.py: Figure.comparable_only_if) the 
 from __future__ import annotations
 
 import json
-
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 from ..errors import UserError
 
@@ -74,54 +71,128 @@ class Comparison:
     blocking_text: list = field(default_factory=list)
 
 
-def read_listing(path: Path, key: str, what: str, error: type) -> dict:
-    """A YAML mapping holding a list under `key` (a baselines or claims file); `error` names the file."""
+# A prose claim of a baselines file (paper.yaml `claims`: what the paper says, no numbers).
+PROSE_CLAIM_KEYS = ("experiment", "provenance", "source", "claim", "note")
+# the top-level keys of each kind of listing file, by the key of its list
+LISTING_KEYS = {"entries": FILE_KEYS, "claims": ("claims",)}
+
+
+def read_listing(path: Path, key: str, what: str, error: type, allowed: tuple | None = None) -> dict:
+    """A YAML mapping holding a list of mappings under `key` (a baselines or claims file), read as
+    strictly and boundedly as a suite (cdlbench/suite/yaml_loading.py: a regular file of at most
+    4 MB, at most 100,000 nodes once aliases are expanded, no duplicate keys, safe tags only, a
+    finite tree); top-level keys other than `allowed` (default LISTING_KEYS[key]) are refused.
+    Every problem is an `error` naming the file (and the field)."""
+    from ..suite.yaml_loading import SuiteError, load_bounded_yaml
+
+    path = Path(path)
+    allowed = allowed if allowed is not None else LISTING_KEYS.get(key, (key,))
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise error(f"{path}: cannot read the {what} file ({exc})") from None
+        data = load_bounded_yaml(path, f"{what} file", f"a {what} file has a few thousand")
+    except SuiteError as exc:
+        raise error(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
-        raise error(f"{path}: expected a mapping with a '{key}' list")
+        raise error(f"{path}: field '{key}': expected a mapping with a '{key}' list"
+                    + (f", got {type(data.get(key)).__name__}" if isinstance(data, dict) and key in data else ""))
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise error(f"{path}: field '{unknown[0]}': unknown key; valid keys: {', '.join(allowed)}")
+    for i, item in enumerate(data[key]):
+        if not isinstance(item, dict):
+            raise error(f"{path}: field '{key}[{i}]': must be a mapping, got {type(item).__name__} {item!r:.60}")
     return data
 
 
+def _scalar(v) -> bool:
+    """A setting's or parameter's value: a string, number, true/false or null (NaN never)."""
+    if isinstance(v, float) and math.isnan(v):
+        return False
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_mapping(value, where: str, what: str, ok, allowed: str) -> dict:
+    """{} for null, else a mapping of string keys whose values pass `ok`; BaselineError naming
+    the field and what is allowed otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BaselineError(f"{where}: must be a mapping {what}, got {type(value).__name__} {value!r:.60}")
+    for k, v in value.items():
+        if not isinstance(k, str) or not ok(v):
+            raise BaselineError(f"{where}.{k}: must be {allowed}, got {v!r:.60}")
+    return value
+
+
+def _check_text(value, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise BaselineError(f"{where}: must be a string, got {type(value).__name__} {value!r:.60}")
+    return value
+
+
 def load_baselines(path: str | Path) -> tuple[list[Baseline], dict]:
-    """Entries and the source descriptions of a baselines file; strict about keys and provenance."""
+    """Entries and the source descriptions of a baselines file: bounded like a suite file, every
+    field's type checked (BaselineError naming the file, the field and what is allowed)."""
     path = Path(path)
-    data = read_listing(path, "entries", "baselines", BaselineError)
-    unknown = set(data) - set(FILE_KEYS)
-    if unknown:
-        raise BaselineError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {', '.join(FILE_KEYS)}")
-    sources = data.get("sources") or {}
+    data = read_listing(path, "entries", "baselines", BaselineError, FILE_KEYS)
+    sources = _check_mapping(data.get("sources"), f"{path}: sources", "source name -> description",
+                             lambda v: isinstance(v, str), "a description (a string)")
     defaults = _only_if(data.get("comparable_only_if"), f"{path}: comparable_only_if", None)
-    absent = data.get("defaults") or {}
-    if not isinstance(absent, dict):
-        raise BaselineError(f"{path}: defaults: must be a mapping setting -> cdlbench's value when a run does not "
-                            f"record it")
-    out = []
+    absent = _check_mapping(data.get("defaults"), f"{path}: defaults",
+                            "setting -> cdlbench's value when a run does not record it",
+                            _scalar, "a string, number, true/false or null")
+    for i, c in enumerate(data.get("claims") or []):
+        where = f"{path}: claims[{i}]"
+        if not isinstance(c, dict):
+            raise BaselineError(f"{where}: must be a mapping with keys {', '.join(PROSE_CLAIM_KEYS)}")
+        for k, v in c.items():
+            if k not in PROSE_CLAIM_KEYS:
+                raise BaselineError(f"{where}.{k}: unknown key; valid keys: {', '.join(PROSE_CLAIM_KEYS)}")
+            _check_text(v, f"{where}.{k}")
+    out, ids = [], set()
     for i, e in enumerate(data["entries"]):
         where = f"{path}: entries[{i}]"
         unknown = set(e) - set(ENTRY_KEYS)
         if unknown:
             raise BaselineError(f"{where}: unknown keys {sorted(unknown)}; valid keys: {', '.join(ENTRY_KEYS)}")
         if e.get("provenance") not in PROVENANCE:
-            raise BaselineError(f"{where}.provenance: must be one of {', '.join(PROVENANCE)}, got {e.get('provenance')!r}")
-        if e.get("source") not in sources:
-            raise BaselineError(f"{where}.source: {e.get('source')!r} is not described under 'sources'")
-        if not isinstance(e.get("values"), dict) or not e["values"]:
+            raise BaselineError(f"{where}.provenance: must be one of {', '.join(PROVENANCE)}, got {e.get('provenance')!r:.60}")
+        if not isinstance(e.get("source"), str) or e["source"] not in sources:
+            raise BaselineError(f"{where}.source: {e.get('source')!r:.60} is not described under 'sources'")
+        ident = e.get("id", i)
+        if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+            raise BaselineError(f"{where}.id: must be a string, got {ident!r:.60}")
+        if str(ident) in ids:
+            raise BaselineError(f"{where}.id: {str(ident)!r} is the id of an earlier entry; ids must be unique")
+        ids.add(str(ident))
+        values = _check_mapping(e.get("values"), f"{where}.values", "metric -> number", lambda v: v is None or _number(v),
+                                "a finite number (null: never reached, with the metric under 'censored')")
+        if not values:
             raise BaselineError(f"{where}.values: must be a non-empty mapping metric -> number")
-        settings = dict(e.get("settings") or {})
-        own = _only_if(e.get("comparable_only_if"), f"{where}.comparable_only_if", list(e["values"]))
+        match = _check_mapping(e.get("match"), f"{where}.match", "(component names and p_* parameters -> value)",
+                               _scalar, "a component name or a parameter's value (a string, number, true/false or null)")
+        settings = dict(_check_mapping(e.get("settings"), f"{where}.settings", "(p_* parameters -> value)", _scalar,
+                                       "a parameter's value (a string, number, true/false or null)"))
+        censored = e.get("censored") or []
+        if not isinstance(censored, list) or not all(isinstance(m, str) and m in values for m in censored):
+            raise BaselineError(f"{where}.censored: must be a list of metrics under 'values' (those never reached), "
+                                f"got {censored!r:.60}")
+        experiment, note = _check_text(e.get("experiment"), f"{where}.experiment"), _check_text(e.get("note"), f"{where}.note")
+        own = _only_if(e.get("comparable_only_if"), f"{where}.comparable_only_if", list(values))
         for metric, keys in own.items():
             missing = [k for k in keys if k not in settings]
             if missing:
                 raise BaselineError(f"{where}.comparable_only_if.{metric}: {', '.join(missing)} not under 'settings' "
                                     f"(the reference's value of a setting that must agree is needed)")
-        out.append(Baseline(str(e.get("id", i)), e.get("experiment", ""), e["provenance"], e["source"],
-                            dict(e.get("match") or {}), settings, dict(e["values"]),
-                            tuple(e.get("censored") or ()), e.get("note", ""),
-                            {**{m: k for m, k in defaults.items() if m in e["values"]}, **own}, dict(absent)))
-    return out, sources
+        out.append(Baseline(str(ident), experiment, e["provenance"], e["source"], dict(match), settings, dict(values),
+                            tuple(censored), note,
+                            {**{m: k for m, k in defaults.items() if m in values}, **own}, dict(absent)))
+    return out, dict(sources)
 
 
 def _only_if(value, where: str, metrics: list | None) -> dict:

@@ -103,8 +103,38 @@ def render(run_dirs: list[str | Path], fmt: str = "markdown", baseline: str | Pa
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(plots) if plots is not None else Path(tmp)
-        images = plotting.write_all(run_dirs, df, load_curves(run_dirs), out)
+        if plots is not None:
+            _check_plots_folder(out)
+        try:
+            images = plotting.write_all(run_dirs, df, load_curves(run_dirs), out)
+        except OSError as exc:      # a figure that cannot be written there (not one that cannot be read)
+            if plots is None or not _inside(exc.filename, out):
+                raise
+            raise UserError(f"--plots: cannot write {exc.filename} ({exc.strerror or exc}); "
+                            f"give a folder this user can write to") from None
         return draw(document(df, baselines, images, plots, claim_list))
+
+
+def _check_plots_folder(out: Path) -> None:
+    """UserError naming --plots unless the folder exists (or can be made) and takes files."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if not out.is_dir():
+            raise NotADirectoryError(20, "not a directory", str(out))
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise UserError(f"--plots: cannot write PNGs to {out} ({exc.strerror or exc}); "
+                        f"give a folder this user can write to") from None
+
+
+def _inside(filename, folder: Path) -> bool:
+    if not filename:
+        return False
+    try:
+        return Path(filename).resolve().is_relative_to(folder.resolve())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 __all__ = ["Block", "Document", "FORMATS", "document", "render", "render_frame"]

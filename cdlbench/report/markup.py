@@ -19,6 +19,21 @@ from ..figures import figure
 BOLD_RULE = ("bold: the best mean, ahead of every other {other} by more than the larger of their two "
              "standard deviations (needs 2 or more seeds each)")
 SUPERSCRIPT = re.compile(r"\^\{?(\w+)\}?")         # "MMD^2" -> base "MMD", superscript "2"
+# line breaks and other control characters: a label (a run directory's records, a dataset path)
+# is one line in every format, so it can neither add table rows nor end a LaTeX % comment
+LINE_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def one_line(text) -> str:
+    """Text with each run of line breaks and control characters replaced by one space."""
+    return LINE_BREAKS.sub(" ", str(text))
+
+
+def plot_text(label) -> str:
+    """A label (a component, dataset or run name from records) as matplotlib text: every `$` escaped,
+    so mathtext never parses it (an images folder named `run$\\q$` is shown as it is, not parsed and
+    failed on); line breaks kept out. Declared math (math_label's superscripts) is added after."""
+    return one_line(label).replace("$", r"\$")
 
 
 # ---------------------------------------------------------------- markup of one format
@@ -38,8 +53,9 @@ class Markup:
         return text
 
     def escape(self, text) -> str:
-        """Text as this format shows it; `x^2` (a label such as MMD^2) becomes a superscript."""
-        text, out, last = str(text), [], 0
+        """Text as this format shows it, on one line (one_line); `x^2` (a label such as MMD^2) becomes
+        a superscript."""
+        text, out, last = one_line(text), [], 0
         for m in SUPERSCRIPT.finditer(text):
             out += [self.escape_plain(text[last:m.start()]), self.superscript(self.escape_plain(m.group(1)))]
             last = m.end()

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..figures import figure, is_parallel, is_sampler, sampler_name, sequential_twin  # noqa: E402
-from .markup import SUPERSCRIPT  # noqa: E402
+from .markup import SUPERSCRIPT, plot_text  # noqa: E402
 
 DPI = 100
 PANEL = (3.6, 3.2)          # inches per panel (width, height)
@@ -42,7 +42,7 @@ def safe_name(text: str) -> str:
 
 def math_label(label: str) -> str:
     """A declared label for matplotlib: 'MMD^2' -> 'MMD$^{2}$'."""
-    return SUPERSCRIPT.sub(lambda m: f"$^{{{m.group(1)}}}$", str(label))
+    return SUPERSCRIPT.sub(lambda m: f"$^{{{m.group(1)}}}$", plot_text(label))
 
 
 def new_figure(ncols: int, nrows: int = 1):
@@ -111,7 +111,7 @@ def _points_panel(ax, pts: np.ndarray, title: str, lims=None) -> None:
         ax.set_aspect("equal")
         ax.set_xlabel("$x_1$", fontsize=8)
         ax.set_ylabel("$x_2$", fontsize=8)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(plot_text(title), fontsize=8)
 
 
 def image_grid(images: np.ndarray, cols: int = 8) -> np.ndarray:
@@ -178,10 +178,10 @@ def figure3_samples(items: list[dict], out: Path) -> list[Path]:
             for q, (title, arr) in enumerate(row):
                 if arr is None:
                     axes[r, q].axis("off")
-                    axes[r, q].set_title(title, fontsize=8)
+                    axes[r, q].set_title(plot_text(title), fontsize=8)
                 else:
                     _panel(axes[r, q], arr, title, is_image, lims)
-        fig.suptitle(f"{ds}: samples of {sampler} per loss (columns) and seed (rows), beside the training data",
+        fig.suptitle(plot_text(f"{ds}: samples of {sampler} per loss (columns) and seed (rows), beside the training data"),
                      fontsize=10)
         prefix = "samples_grid" if is_image else "figure3_samples"
         written.append(save(fig, out / f"{prefix}_{safe_name(ds)}_{safe_name(sampler)}.png",
@@ -196,7 +196,7 @@ def _panel(ax, arr: np.ndarray, title: str, is_image: bool, lims) -> None:
     if is_image:
         ax.imshow(image_grid(arr), cmap="gray")
         ax.axis("off")
-        ax.set_title(title, fontsize=8)
+        ax.set_title(plot_text(title), fontsize=8)
     else:
         _points_panel(ax, arr, title, lims)
 
@@ -351,7 +351,7 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
                 x, m, s = t["x"].to_numpy(), t["mean"].to_numpy(), t["std"].to_numpy()
                 carried = t["carried"].to_numpy() > 0
                 solid = ~carried | np.r_[carried[1:] & ~carried[:-1], False]     # up to where carrying starts
-                ax.plot(x[solid], m[solid], color=f"C{i}", label=series_label(name, t))
+                ax.plot(x[solid], m[solid], color=f"C{i}", label=plot_text(series_label(name, t)))
                 if carried.any():
                     start = max(int(np.argmax(carried)) - 1, 0)
                     ax.plot(x[start:], m[start:], color=f"C{i}", ls="--")
@@ -360,7 +360,7 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
                 if twin is not None:
                     tw_label, tw_mean, tw_n = twin
                     ax.axhline(tw_mean, color=f"C{i}", ls=":", lw=1.0,
-                               label=f"{name}: {tw_label}, sequential twin, same runs (n={tw_n})")
+                               label=plot_text(f"{name}: {tw_label}, sequential twin, same runs (n={tw_n})"))
             thr = g.get("p_metric_threshold")
             if thr is not None and thr.notna().any():
                 ax.axhline(float(thr.dropna().iloc[0]), color="k", ls="--", lw=0.8, label="threshold")
@@ -371,9 +371,9 @@ def figure4_curves(curves: pd.DataFrame, out: Path, records: pd.DataFrame | None
             ax.axhline(0.0, color="0.4", lw=0.6)
             ax.set_yscale("symlog", linthresh=_linear_range(g, band), linscale=1.0)
             what = sampler_name(panel_value) if panel == "sampler" else "parallel sampler"
-            ax.set_xlabel(f"{what} iteration (pass)")
+            ax.set_xlabel(plot_text(f"{what} iteration (pass)"))
             ax.set_ylabel(f"{label} (mean ± std over seeds)")
-            ax.set_title(f"{ds} · {panel_value}", fontsize=9)
+            ax.set_title(plot_text(f"{ds} · {panel_value}"), fontsize=9)
             outside_legend(fig, ax)
             stem = "figure4" if panel == "sampler" else "figure4_samplers"
             written.append(save(
@@ -429,10 +429,10 @@ def figure7_training_length(records: pd.DataFrame, out: Path) -> list[Path]:
             for i, (loss, lg) in enumerate(t.groupby("loss", sort=False)):
                 lg = lg.sort_values("p_train_step")
                 ax.errorbar(lg["p_train_step"], lg["mean"], yerr=lg["std"].fillna(0), marker="o", ms=3, capsize=2,
-                            color=f"C{i}", label=f"{loss} (n={int(lg['n'].min())}-{int(lg['n'].max())})")
+                            color=f"C{i}", label=plot_text(f"{loss} (n={int(lg['n'].min())}-{int(lg['n'].max())})"))
             ax.set_xlabel("training steps")
             ax.set_ylabel(f"{math_label(figure(m).label)} (mean ± std)")
-            ax.set_title(f"{ds} · {sampler}", fontsize=9)
+            ax.set_title(plot_text(f"{ds} · {sampler}"), fontsize=9)
         outside_legend(fig, axes[0, 0])
         written.append(save(fig, out / f"figure7_training_length_{safe_name(ds)}_{safe_name(sampler)}.png",
                             f"Training length · {ds}: quality and passes of {sampler} against training steps",
@@ -455,10 +455,10 @@ def _sweep_plot(table: pd.DataFrame, xcol: str, series: list[str], xlabel: str, 
         g = g.sort_values(xcol)
         label = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
         ax.errorbar(g[xcol], g["mean"], yerr=g["std"].fillna(0), marker="o", ms=3, capsize=2, color=f"C{i % 10}",
-                    label=label)
+                    label=plot_text(label))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{math_label(figure(q).label)} (mean ± std)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(plot_text(title), fontsize=9)
     outside_legend(fig, ax)
     return save(fig, path, f"{caption}: {title}" if caption else title,
                 "Mean ± std over seeds; one line per loss, sampler and further settings.")
@@ -599,7 +599,7 @@ def figure1_score_error(items: list[dict], out: Path) -> list[Path]:
         for ax, loss in zip(axes[0], losses):
             it, seq = pick[loss]
             mesh = _heatmap_panel(ax, it, seq, vmin, vmax)
-            ax.set_title(f"{loss} · {it['sampler']} · seed {it['seed']}", fontsize=9)
+            ax.set_title(plot_text(f"{loss} · {it['sampler']} · seed {it['seed']}"), fontsize=9)
         fig.colorbar(mesh, ax=axes[0].tolist(), label="log10 |score error|")
         written.append(save(fig, out / f"figure1_score_error_{safe_name(ds)}.png",
                             f"Figure 1 · {ds}: score error over (t, z) with the sampler's paths",

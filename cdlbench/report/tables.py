@@ -67,26 +67,113 @@ class NoRecords(UserError, FileNotFoundError):
     """No complete records in the run directories given."""
 
 
+class DuplicateCells(UserError, ValueError):
+    """Run directories holding the same cells with different values."""
+
+
+class DuplicateCellsWarning(UserWarning):
+    """Run directories holding the same cells with identical values (each counted once)."""
+
+
+DUPLICATE_RULE = ("a cell (suite, version, cell name) held by two run directories is counted once when every "
+                  "value agrees (with a warning); when any value differs the report stops (exit 2): give one "
+                  "of the directories")
+
+
 def load(run_dirs: list[str | Path]) -> pd.DataFrame:
-    """Records of complete cells of all run directories; a cell given twice counts once.
+    """Records of complete cells of all run directories (a directory given twice is read once).
+
+    The same cell in two directories (DUPLICATE_RULE): counted once, with a warning naming both
+    directories, when all its values agree; DuplicateCells naming both and the cells otherwise, so
+    that the table never depends on the order of the directories.
 
     Each records file is streamed: only rows of complete groups are kept, as column lists (no
     dict per row), without the env_* columns the report does not read (env_device stays)."""
     keep = lambda column: not column.startswith("env_") or column == "env_device"  # noqa: E731
-    frames = []
+    run_dirs = _distinct(run_dirs)
+    frames, sources = [], []
     for d in run_dirs:
         columns = RunDir(d).load_columns(keep)
         if columns and len(next(iter(columns.values()))):
             frames.append(pd.DataFrame(columns))
+            sources.append(d)
         del columns
     if not frames:
         raise NoRecords(f"no complete records in {', '.join(map(str, run_dirs))}")
-    df = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True, sort=False)
+    if len(frames) == 1:
+        df = frames[0]
+    else:
+        df = pd.concat([f.assign(_source=i) for i, f in enumerate(frames)], ignore_index=True, sort=False)
     del frames
     ident = [c for c in ("suite", "suite_version", "cell", "metric") if c in df.columns] + \
         [c for c in df.columns if c.startswith("p_metric_")]      # one metric at two bandwidths: two records
-    first = ~df[ident].astype(str).duplicated(keep="first")         # as text: a parameter may be a list
-    return with_train_labels(df[first].reset_index(drop=True))
+    # the identity as one text column: a parameter may be a list, which pandas cannot hash
+    text = [df[c].map(str) for c in ident]              # str() of every value, NaN included
+    df = df.assign(_ident=["\x1f".join(row) for row in zip(*text)] if text else "")
+    if "_source" in df.columns:
+        _check_duplicates(df, ["_ident"], sources)
+        df = df.drop(columns="_source")
+    first = ~df["_ident"].duplicated(keep="first")
+    return with_train_labels(df[first].drop(columns="_ident").reset_index(drop=True))
+
+
+def _distinct(run_dirs) -> list:
+    out, seen = [], set()
+    for d in run_dirs:
+        try:
+            key = Path(d).resolve()
+        except OSError:
+            key = Path(d)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def _same_value(a, b) -> bool:
+    if _missing(a) and _missing(b):
+        return True
+    if _missing(a) or _missing(b):
+        return False
+    return a == b
+
+
+def _check_duplicates(df: pd.DataFrame, ident: list, sources: list) -> None:
+    """Apply DUPLICATE_RULE to the records of several directories (column _source: the index of
+    the directory in `sources`)."""
+    import warnings
+
+    shared = df[df.duplicated(subset=ident, keep=False)]
+    if shared.empty:
+        return
+    shared = shared[shared.groupby(ident, sort=False)["_source"].transform("nunique") > 1]
+    if shared.empty:
+        return
+    compared = [c for c in ("value", "censored") if c in shared.columns]
+    firsts = shared.drop_duplicates(subset=ident, keep="first")
+    others = shared.drop(index=firsts.index)
+    m = others.merge(firsts[ident + ["_source"] + compared], on=ident, suffixes=("", "_first"))
+    m = m[m["_source"] != m["_source_first"]]
+    same = pd.Series(True, index=m.index)
+    for c in compared:
+        a, b = m[f"{c}_first"], m[c]
+        same &= (a.isna() & b.isna()) | (a.notna() & b.notna() & (a == b))
+    pairs: dict = {}               # (first dir, other dir) -> (cells, [(cell, metric, first value, other value)])
+    for (i, j), g in m.assign(_same=same).groupby(["_source_first", "_source"], sort=True):
+        bad = g[~g["_same"]]
+        pairs[(int(i), int(j))] = (list(dict.fromkeys(g["cell"])) if "cell" in g.columns else [],
+                                   list(zip(bad.get("cell", ""), bad.get("metric", ""), bad[f"{compared[0]}_first"],
+                                            bad[compared[0]])) if compared else [])
+    for (i, j), (cells, conflicts) in pairs.items():
+        a, b = sources[i], sources[j]
+        if conflicts:
+            shown = "; ".join(f"{cell} {metric}: {va!r} in {a}, {vb!r} in {b}" for cell, metric, va, vb in conflicts[:3])
+            more = f" (and {len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+            raise DuplicateCells(f"{a} and {b} hold the same {len(cells)} cells, and {len(conflicts)} of their values "
+                                 f"differ: {shown}{more}. The report counts a cell once and will not choose between "
+                                 f"them: report one of the directories (or each on its own)")
+        warnings.warn(f"{a} and {b} hold the same {len(cells)} cells with identical values (e.g. {cells[0]}); "
+                      f"each is counted once", DuplicateCellsWarning, stacklevel=3)
 
 
 def load_curves(run_dirs: list[str | Path]) -> pd.DataFrame:

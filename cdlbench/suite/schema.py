@@ -196,6 +196,9 @@ def _as_list(value, file, field) -> list:
     if isinstance(value, list):
         if not value:
             raise SuiteError(file, field, "an empty list; give at least one entry (a mapping with 'name')")
+        if len(value) > MAX_AXIS_ENTRIES:
+            raise SuiteError(file, field, f"{len(value):,} entries; at most {MAX_AXIS_ENTRIES:,} are allowed "
+                             f"(an upper bound on the work one suite may ask for)")
         return value
     raise SuiteError(file, field, f"must be a mapping with 'name' or a list of them, got {type(value).__name__}")
 
@@ -290,6 +293,9 @@ WORK_BOUNDS = {"steps": 10_000_000, "batch_size": 1_000_000, "width": 65_536, "n
                "window": 1_000_000, "chunk_size": 1 << 31, "emb_dim": 65_536, "blocks": 1_000}
 MAX_SEEDS = 1000
 MAX_SEED = (1 << 63) - 1
+MAX_SNAPSHOTS = 100          # train.snapshots: each is a saved copy of the weights and one more cell per sampler
+MAX_AXIS_ENTRIES = 1000      # entries of one list-valued axis (dataset, model, train, losses, samplers, metrics)
+MAX_EVALUATIONS = 100_000    # cells x snapshot steps of a whole suite (the largest committed suite has 72)
 
 
 def work_bound_problem(key: str, value) -> str | None:
@@ -407,7 +413,11 @@ def parse_init_from(value, file, field):
 
 
 def parse_snapshots(value, steps, file, field) -> list:
-    """Training steps at which the weights are also evaluated: increasing positive integers <= steps."""
+    """Training steps at which the weights are also evaluated: increasing positive integers <= steps,
+    at most MAX_SNAPSHOTS of them (each is a saved copy of the weights and one more cell per sampler)."""
+    if isinstance(value, list) and len(value) > MAX_SNAPSHOTS:
+        raise SuiteError(file, field, f"{len(value):,} snapshots; at most {MAX_SNAPSHOTS:,} snapshots are allowed "
+                         f"(each saves the weights and adds a cell per sampler, loss and seed)")
     ok = (isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
           and all(a < b for a, b in zip(value, value[1:])))
     if not ok:
@@ -490,11 +500,24 @@ def parse_suite(data, file="<suite>", seeds=None) -> Suite:
         raise SuiteError(file, "sample_batch", f"must be a positive integer (samples per global batch of "
                          f"sharded sampling; default {DEFAULT_SAMPLE_BATCH}), got {sample_batch!r}")
     executor = parse_executor(data.get("executor", {}), file)
+    _check_expansion(file, parsed, trains, raw_seeds)
     suite = Suite(str(file), name, version, list(raw_seeds), device, parsed["dataset"], parsed["model"], trains,
                   parsed["losses"], parsed["samplers"], parsed["metrics"], data, sample_batch, executor)
     from .compat import check_compatibility   # compat reads this module's types
     check_compatibility(suite)
     return suite
+
+
+def _check_expansion(file, parsed: dict, trains: list, seeds: list) -> None:
+    """SuiteError unless cells x snapshot steps stay within MAX_EVALUATIONS, naming each axis' size."""
+    steps = sum(len(t.get("snapshots") or [t["steps"]]) for t in trains)
+    sizes = [(key, len(parsed[key])) for key in ("dataset", "model", "losses", "samplers")]
+    total = steps * len(seeds) * math.prod(n for _, n in sizes)
+    if total > MAX_EVALUATIONS:
+        shown = " x ".join(f"{key} {n}" for key, n in sizes[:2] + [("train", len(trains))] + sizes[2:]
+                           + [("seeds", len(seeds)), ("snapshots", max(len(t.get("snapshots") or [1]) for t in trains))])
+        raise SuiteError(file, "", f"expands to {total:,} evaluations (cells x snapshot steps: {shown}); "
+                         f"at most {MAX_EVALUATIONS:,} are allowed (an upper bound on the work one suite may ask for)")
 
 
 def load_suite(path: str | Path, seeds=None) -> Suite:

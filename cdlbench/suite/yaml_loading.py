@@ -1,4 +1,4 @@
-"""Suite files as YAML: bounded input (a regular file of at most MAX_SUITE_BYTES, at most
+"""Suite files (and the report's baselines and claims files) as YAML: bounded input (a regular file of at most MAX_SUITE_BYTES, at most
 MAX_NODES nodes after alias expansion), strict loading (no duplicate keys, plain scalar keys,
 safe tags only) and the tree check (finite, bounded depth). Every problem is a `SuiteError`."""
 from __future__ import annotations
@@ -138,8 +138,17 @@ def count_nodes(node, limit: int = MAX_NODES) -> int:
 
 
 def load_yaml(path: str | Path) -> Any:
+    return load_bounded_yaml(path, "suite file", "a suite has a few hundred")
+
+
+def load_bounded_yaml(path: str | Path, what: str, typical: str, max_bytes: int = MAX_SUITE_BYTES,
+                      max_nodes: int = MAX_NODES) -> Any:
+    """A YAML file read as suites are (a regular file of at most max_bytes, at most max_nodes
+    nodes once aliases are expanded, strict keys, safe tags, a finite tree of bounded depth);
+    `what` names the file in messages ("baselines file"), `typical` says what size is usual.
+    Every problem is a SuiteError naming the file."""
     path = Path(path)
-    raw = read_regular_file(path, "suite file", MAX_SUITE_BYTES)
+    raw = read_regular_file(path, what, max_bytes)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -149,15 +158,16 @@ def load_yaml(path: str | Path) -> Any:
         loader = _StrictLoader(text)     # a SafeLoader: no tags that build Python objects (its reader checks characters)
         node = loader.get_single_node()          # the node graph: aliases are shared, not yet expanded
         if node is not None:
-            n = count_nodes(node)
-            if n > MAX_NODES:
-                raise SuiteError(path, "", f"too large: more than {MAX_NODES} YAML nodes once aliases are "
-                                           f"expanded (a suite has a few hundred); is it an alias bomb?")
+            n = count_nodes(node, max_nodes)
+            if n > max_nodes:
+                raise SuiteError(path, "", f"too large: more than {max_nodes} YAML nodes once aliases are "
+                                           f"expanded ({typical}); is it an alias bomb?")
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         raise SuiteError(path, "", f"not valid YAML: {_yaml_problem(exc)}") from None
     except RecursionError:
-        raise SuiteError(path, "", "not a usable suite: nested more than Python's recursion limit") from None
+        raise SuiteError(path, "", f"not a usable {what.removesuffix(' file')}: nested more than Python's "
+                                   f"recursion limit") from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -8,7 +8,7 @@ from .registry import FORMATS, FormatSpec
 
 # one pass over the text, so that a replacement is never escaped again
 SPECIAL = {"\\": r"\textbackslash{}", "_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "$": r"\$", "{": r"\{",
-           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "<": "$<$", ">": "$>$", "±": r"$\pm$",
+           "}": r"\}", "~": r"\textasciitilde{}", "^": r"\^{}", "|": r"\textbar{}", "<": "$<$", ">": "$>$", "±": r"$\pm$",
            "·": r"$\cdot$", "×": r"$\times$", "≤": r"$\leq$", "≥": r"$\geq$"}
 PATTERN = re.compile("|".join(re.escape(k) for k in SPECIAL))
 
