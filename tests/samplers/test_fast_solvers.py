@@ -141,9 +141,9 @@ def test_dpm_solver_pp_2m_agrees_with_diffusers(mixture, peers, schedule):
         assert ((own_sigmas[:-1] - mine[:-1]).abs() / mine[:-1]).max() < 2e-4 and own_sigmas[-1] == 0
         peer = _run_peer(sch, data, x_T, schedule, steps)
         ours = SAMPLERS["dpm_solver_pp"](den, x_T, steps=steps, order=2, schedule=schedule).samples
-        # diffusers' step casts the sample to float32: ~1e-7 relative per step on |x| <= 4 (measured
-        # max 1.7e-6 over 20 steps); ours stays float64
-        assert (peer - ours).abs().max().item() < 2e-5, (schedule, steps)
+        # diffusers' step casts the sample to float32 (6e-8 relative per step, on |x| up to ~5):
+        # measured max 8.6e-6 over 5, 10, 20 steps and the three schedules; ours stays float64
+        assert (peer - ours).abs().max().item() < 5e-5, (schedule, steps)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
@@ -171,7 +171,7 @@ def test_dpm_solver_pp_3m_differs_from_diffusers_only_by_its_d2_factor(mixture, 
             gap = times.alpha[i + 1] * e3 * d2_half
             third_order_gap = max(third_order_gap, gap.abs().max().item())
             ours = ours - gap
-        # float32 sample inside diffusers' step: |x| <= 4 times 6e-8
+        # float32 sample inside diffusers' step: |x| up to ~5 times 6e-8 (measured max 2.8e-7)
         assert (inputs[i + 1] - ours).abs().max().item() < 1e-6, (schedule, i, p)
     assert third_order_gap > 1e-4                  # the factor matters at 20 steps (the test can fail)
 
@@ -186,7 +186,7 @@ def test_unipc_bh2_agrees_with_diffusers(mixture, peers, schedule, order):
                             solver_order=order, solver_type="bh2", predict_x0=True, lower_order_final=True)
         peer = _run_peer(sch, data, x_T, schedule, steps)
         ours = SAMPLERS["unipc"](den, x_T, steps=steps, order=order, variant="bh2", schedule=schedule).samples
-        # both in float64 (diffusers' UniPC keeps the sample's dtype): measured max 8e-14
+        # both in float64 (diffusers' UniPC keeps the sample's dtype): measured max 9.2e-14
         assert (peer - ours).abs().max().item() < 1e-11, (schedule, order, steps)
 
 
@@ -206,7 +206,7 @@ def test_unipc_bh1_agrees_with_diffusers_before_its_last_step(mixture, peers, or
     peer = (last - times.sigma[-2] * data.exact_eps(last, torch.full((N,), times.logsnr[-2], dtype=last.dtype))) / times.alpha[-2]
     ours = SAMPLERS["unipc"](den, x_T, steps=steps, order=order, variant="bh1", schedule="karras").samples
     assert torch.isfinite(ours).all()
-    assert (peer - ours).abs().max().item() < 1e-11
+    assert (peer - ours).abs().max().item() < 1e-11          # float64 both: measured max 5.1e-13
 
 
 # ------------------------------------------------------------------ convergence order
