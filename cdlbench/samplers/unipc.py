@@ -57,9 +57,26 @@ def order_coefficients(h: float, rs: list[float], variant: str) -> tuple[float, 
     if n == 1:
         return B, [0.5]
     g = expansion_integrals(h, n)
-    R = torch.tensor([[r ** (k - 1) for r in rs] for k in range(1, n + 1)], dtype=torch.float64)
-    rhs = torch.tensor([math.factorial(k) * g[k] / (h ** k * B) for k in range(1, n + 1)], dtype=torch.float64)
-    return B, torch.linalg.solve(R, rhs).tolist()
+    R = [[r ** (k - 1) for r in rs] for k in range(1, n + 1)]
+    rhs = [math.factorial(k) * g[k] / (h ** k * B) for k in range(1, n + 1)]
+    return B, solve_small(R, rhs)
+
+
+def solve_small(A: list[list[float]], b: list[float]) -> list[float]:
+    """x with A x = b for the n <= 4 order conditions, Gaussian elimination with partial pivoting in
+    Python floats (float64; no LAPACK call, whose first use costs a second, inside the timed loop)."""
+    n = len(b)
+    M = [list(row) + [v] for row, v in zip(A, b)]
+    for c in range(n):
+        piv = max(range(c, n), key=lambda r: abs(M[r][c]))
+        M[c], M[piv] = M[piv], M[c]
+        for r in range(c + 1, n):
+            f = M[r][c] / M[c][c]
+            M[r] = [v - f * w for v, w in zip(M[r], M[c])]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        x[r] = (M[r][n] - sum(M[r][k] * x[k] for k in range(r + 1, n))) / M[r][r]
+    return x
 
 
 def unified_update(times: SolverTimes, i: int, x: torch.Tensor, m: list[torch.Tensor], p_points: int,
