@@ -8,16 +8,17 @@ the exact solution x_t = (sigma_t/sigma_s) x_s + sigma_t int e^lambda m dlambda 
     x_t = (sigma_t/sigma_s) x_s + alpha_t sum_{k>=0} g_k(h) m^(k)(lambda_s),
     g_k(h) = int_0^h e^(u-h) u^k / k! du:   g_0 = 1 - e^-h,  g_k = h^k / k! - g_{k-1}  (by parts).
 With earlier points s_1 .. s_{p-1} at r_j = (lambda_{s_j} - lambda_s) / h (< 0) and
-D_j = (m(s_j) - m_0) / r_j = sum_k r_j^(k-1) h^k m^(k) / k!, the update (UniPC's eq. for the unified
-predictor/corrector in data prediction)
+D_j = (m(s_j) - m_0) / r_j = sum_k r_j^(k-1) h^k m^(k) / k!, the update (UniPC section 3, its
+unified form, here in data prediction)
     x_t = (sigma_t/sigma_s) x_s + alpha_t g_0 m_0 + alpha_t B(h) sum_j a_j D_j
 matches the expansion up to order n when the a_j solve the order conditions
     sum_j a_j r_j^(k-1) = k! g_k(h) / (h^k B(h)),   k = 1 .. n,
 with B(h) any function with B(h) = O(h): variant "bh1" B(h) = h, "bh2" B(h) = 1 - e^-h (the paper's
 B_1 and B_2, written here for the data prediction, where its h is -h).
-  UniP-p (predictor): the p - 1 previous points, conditions k = 1 .. p - 1: order p.
+  UniP-p (predictor): the p - 1 previous points, conditions k = 1 .. p - 1: order p (Corollary 3.2).
   UniC-p (corrector): after the denoiser has been evaluated at the predicted x_t (m_t), the same
-      update from s with the extra point r = 1, D = m_t - m_0, conditions k = 1 .. p: order p + 1.
+      update from s with the extra point r = 1, D = m_t - m_0, conditions k = 1 .. p: order p + 1
+      (Theorem 3.1).
       It replaces x_t; m_t (evaluated at the uncorrected x_t) stays the history, so NFE = steps.
 With a single unknown (UniP-2, UniC-1) a_1 = 1/2, the h -> 0 limit of its solution, as in the
 UniPC authors' implementation; the local error stays of the same order.
