@@ -221,7 +221,8 @@ def exact_solution(mixture):
     x_T = start(6)
     ref = SAMPLERS["unipc"](den, x_T, steps=2000, order=3, schedule="logsnr-uniform").samples
     other = SAMPLERS["dpm_solver_pp"](den, x_T, steps=3000, order=3, schedule="logsnr-uniform").samples
-    assert (ref - other).pow(2).mean().sqrt().item() < 1e-8
+    # 3M's own error at 3000 steps is about 2.4e-3 (40/3000)^3 = 5.7e-9 (measured 5.8e-9)
+    assert (ref - other).pow(2).mean().sqrt().item() < 3e-8
     return x_T, ref
 
 
@@ -236,8 +237,9 @@ def _slopes(errors):
     ("ipndm", {"order": 4}, 2),        # equal-step weights on unequal steps: second order (module docstring)
 ])
 def test_convergence_order(mixture, exact_solution, name, params, order):
-    """RMS error against the exact ODE solution falls as NFE^-order (slopes per doubling, measured
-    on this oracle 1.02-1.04, 1.90-1.95, 3.01-3.13; UniPC 1.84-1.92, 2.68-2.95, 4.31-4.47)."""
+    """RMS error against the exact ODE solution falls as NFE^-order (slopes per doubling 40 -> 80 ->
+    160, measured: DPM-Solver++ 1.03 1.01 / 1.81 1.91 / 2.87 3.03; UniPC 1.79 1.89 / 2.59 2.88 /
+    4.09 4.21, bh1 2.67 2.94, UniP-3 2.87 3.03; iPNDM-4 2.36 1.88)."""
     _, den = mixture
     x_T, ref = exact_solution
     errors = [(SAMPLERS[name](den, x_T, steps=s, schedule="logsnr-uniform", **params).samples - ref).pow(2).mean().sqrt().item()
@@ -247,16 +249,20 @@ def test_convergence_order(mixture, exact_solution, name, params, order):
 
 
 def test_diffusers_3m_is_second_order(mixture, peers, exact_solution):
-    """The D2 factor measured: diffusers' 3M converges at second order where ours is third."""
-    data, _ = mixture
+    """The D2 factor measured: over NFE 80 -> 160 -> 320 diffusers' 3M converges at slopes 2.32,
+    2.22 (1.95 at 640) where ours holds 3.03, 3.04."""
+    data, den = mixture
     x_T, ref = exact_solution
-    errors = []
-    for s in STEPS:
+    theirs, ours = [], []
+    for s in (80, 160, 320):
         sch, _ = _scheduler(peers[0], s, "logsnr-uniform", algorithm_type="dpmsolver++",
                             solver_order=3, lower_order_final=True)
-        errors.append((_run_peer(sch, data, x_T, "logsnr-uniform", s) - ref).pow(2).mean().sqrt().item())
-    slope = sum(_slopes(errors)) / 2
-    assert 1.6 < slope < 2.5, (errors, _slopes(errors))
+        theirs.append((_run_peer(sch, data, x_T, "logsnr-uniform", s) - ref).pow(2).mean().sqrt().item())
+        ours.append((SAMPLERS["dpm_solver_pp"](den, x_T, steps=s, order=3, schedule="logsnr-uniform").samples
+                     - ref).pow(2).mean().sqrt().item())
+    slope_theirs, slope_ours = sum(_slopes(theirs)) / 2, sum(_slopes(ours)) / 2
+    assert 1.6 < slope_theirs < 2.5 and slope_ours > 2.8, (theirs, ours)
+    assert ours[-1] < 0.5 * theirs[-1]
 
 
 def test_fast_solvers_beat_ddim_at_ten_evaluations(mixture, exact_solution):
