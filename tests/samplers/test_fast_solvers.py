@@ -83,6 +83,24 @@ def test_first_order_members_are_ddim(mixture, steps):
         assert (out.samples - ddim).abs().max().item() < 1e-12, name     # float64 round-off (measured 1e-14)
 
 
+def test_unip2_bh2_is_dpm_solver_pp_2m(mixture):
+    """With B(h) = 1 - e^-h and a_1 = 1/2, UniP-2 is Algorithm 2 of DPM-Solver++ term for term."""
+    _, den = mixture
+    x_T = start(7)
+    for schedule in SCHEDULES:
+        for steps in (3, 10, 20):
+            a = SAMPLERS["unipc"](den, x_T, steps=steps, order=2, corrector=False, schedule=schedule).samples
+            b = SAMPLERS["dpm_solver_pp"](den, x_T, steps=steps, order=2, schedule=schedule).samples
+            assert (a - b).abs().max().item() < 1e-12, (schedule, steps)
+
+
+def test_ipndm_weights_are_adams_bashforth():
+    from cdlbench.samplers.ipndm import WEIGHTS
+    table = {1: ([1], 1), 2: ([3, -1], 2), 3: ([23, -16, 5], 12), 4: ([55, -59, 37, -9], 24)}   # the classical table
+    for q, (num, den) in table.items():
+        assert WEIGHTS[q] == pytest.approx([n / den for n in num], abs=1e-15)
+
+
 # ------------------------------------------------------------------ peers: diffusers
 @pytest.fixture(scope="module")
 def peers():
