@@ -39,7 +39,7 @@ def schedule_logsnr(schedule: str, steps: int) -> torch.Tensor:
     if schedule == "ddpm":
         a = ddpm_grid(steps).logsnr.double()
     elif schedule == "logsnr-uniform":
-        a = torch.linspace(a_lo, a_hi, steps, dtype=torch.float64) if steps > 1 else torch.tensor([a_lo], dtype=torch.float64)
+        a = torch.linspace(a_lo, a_hi, steps, dtype=torch.float64)          # steps = 1: [a_lo]
     elif schedule == "karras":
         sig = karras_sigmas(steps, math.exp(-0.5 * a_hi), math.exp(-0.5 * a_lo), KARRAS_RHO)[:-1]
         a = logsnr_from_sigma(sig)

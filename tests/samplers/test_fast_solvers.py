@@ -221,7 +221,8 @@ def test_unipc_bh1_agrees_with_diffusers_before_its_last_step(mixture, peers, or
     _run_peer(sch, data, x_T, "karras", steps, inputs)
     times = solver_times("karras", steps)
     last = inputs[-1]
-    peer = (last - times.sigma[-2] * data.exact_eps(last, torch.full((N,), times.logsnr[-2], dtype=last.dtype))) / times.alpha[-2]
+    eps = data.exact_eps(last, torch.full((N,), times.logsnr[-2], dtype=last.dtype))
+    peer = (last - times.sigma[-2] * eps) / times.alpha[-2]
     ours = SAMPLERS["unipc"](den, x_T, steps=steps, order=order, variant="bh1", schedule="karras").samples
     assert torch.isfinite(ours).all()
     assert (peer - ours).abs().max().item() < 1e-11          # float64 both: measured max 5.1e-13
@@ -260,8 +261,8 @@ def test_convergence_order(mixture, exact_solution, name, params, order):
     4.09 4.21, bh1 2.67 2.94, UniP-3 2.87 3.03; iPNDM-4 2.36 1.88)."""
     _, den = mixture
     x_T, ref = exact_solution
-    errors = [(SAMPLERS[name](den, x_T, steps=s, schedule="logsnr-uniform", **params).samples - ref).pow(2).mean().sqrt().item()
-              for s in STEPS]
+    errors = [(SAMPLERS[name](den, x_T, steps=s, schedule="logsnr-uniform", **params).samples - ref)
+              .pow(2).mean().sqrt().item() for s in STEPS]
     slope = sum(_slopes(errors)) / 2
     assert order - 0.4 < slope < order + 0.7, (name, params, errors, _slopes(errors))
 
