@@ -3,12 +3,12 @@ Sampling of Diffusion Probabilistic Models"; docs/samplers-fast.md), on a declar
 (schedules_fast.py): the probability-flow ODE of the VP process solved in lambda = log(alpha/sigma).
 
 With the data prediction m(lambda) = x0_hat(x_lambda, lambda) the exact solution from s to t is
-(DPM-Solver++ section 4.1, the data-prediction counterpart of DPM-Solver's eq. 3.4)
+(DPM-Solver++ section 4.1, the data-prediction counterpart of DPM-Solver's exact solution)
     x_t = (sigma_t / sigma_s) x_s + sigma_t int_{lambda_s}^{lambda_t} e^lambda m(lambda) dlambda,
 and with h = lambda_t - lambda_s, Taylor-expanding m about lambda_s and integrating term by term:
     sigma_t int e^lambda (lambda - lambda_s)^k / k! dlambda = alpha_t h^k e_{k+1}(h),
     e_1 = 1 - e^-h,  e_2 = (h - 1 + e^-h) / h,  e_3 = (h^2/2 - h + 1 - e^-h) / h^2.
-Steps, m_0, m_1, m_2 the data predictions at the current and the two previous points
+With m_0, m_1, m_2 the data predictions at the current and the two previous points
 (r_0 = h_0 / h, r_1 = h_1 / h the previous step sizes in lambda relative to h):
   order 1 (DPM-Solver++(1) = DDIM):   x_t = (sigma_t/sigma_s) x_s + alpha_t e_1 m_0
   order 2 (DPM-Solver++(2M), Algorithm 2):
