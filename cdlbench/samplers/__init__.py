@@ -1,2 +1,2 @@
 """Samplers, one per file; importing this package registers them."""
-from . import ddim, ddpm, euler, heun, newton, picard, taa  # noqa: F401
+from . import ddim, ddpm, dpm_solver_pp, euler, heun, ipndm, newton, picard, taa, unipc  # noqa: F401
