@@ -174,28 +174,28 @@ def unwritable(where: Path, how: str):
     tiny tmpfs filled to the last byte); skips when this machine allows neither."""
     where.mkdir(parents=True, exist_ok=True)
     undo = []
-    if how == "read-only":
-        if _mount("--bind", where, where):
-            undo.append(["umount", str(where)])
-            if not _mount("-o", "remount,ro,bind", where):
-                subprocess.run(undo.pop(), capture_output=True)
-        if not undo:
-            if os.geteuid() == 0:
-                pytest.skip("cannot make a read-only mount here")
-            where.chmod(0o555)
-    else:
-        if not _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", where):
-            pytest.skip("cannot mount a small tmpfs here (needs root and mount)")
-        undo.append(["umount", str(where)])
-        fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
-        try:
-            while os.write(fd, b"\0" * 4096):
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
     try:
+        if how == "read-only":
+            if _mount("--bind", where, where):
+                undo.append(["umount", str(where)])
+                if not _mount("-o", "remount,ro,bind", where):
+                    subprocess.run(undo.pop(), capture_output=True)
+            if not undo:
+                if os.geteuid() == 0:
+                    pytest.skip("cannot make a read-only mount here")
+                where.chmod(0o555)
+        else:
+            if not _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", where):
+                pytest.skip("cannot mount a small tmpfs here (needs root and mount)")
+            undo.append(["umount", str(where)])
+            fd = os.open(where / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                while os.write(fd, b"\0" * 4096):
+                    pass
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
         with pytest.raises(OSError):                 # really unwritable
             (where / "probe").write_bytes(b"x" * 8192)
         yield
