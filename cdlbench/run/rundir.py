@@ -9,7 +9,11 @@ write, flushed and fsynced:
      "higher_is_better": null, "digest": sha256(canonical JSON of the n rows), "config_hash": ...}
 
 `digest` covers the n rows exactly as written (after NaN -> null), in order; `config_hash` is
-`suite_config_hash` of the resolved suite that made them. A kill leaves at most a prefix of one
+`suite_config_hash` of the resolved suite that made them. A cell trained from input files (its
+`p_dataset_path`, `p_model_path`, `p_train_init_from` name files) has their content digests in
+its marker too (`"input_files": {"train.init_from": sha256, ...}`), and `check_resumable`
+refuses to resume when one of those files has changed since: the new cells would be trained from
+other data or weights than the recorded ones. A kill leaves at most a prefix of one
 write (whole rows, then a truncated line); the next write first closes that line, so it stays a
 line of its own.
 
@@ -72,6 +76,8 @@ MARKER = "_complete"
 CONFIG_KEYS = ("name", "version", "dataset", "model", "train", "losses", "samplers", "metrics")
 #: record columns that describe the measurement, not the cell (left out of the marker)
 MEASUREMENT_KEYS = ("metric", "value", "unit", "higher_is_better", "censored")
+#: input files (cdlbench/run/input_files.py) -> the record column holding their path
+INPUT_COLUMNS = {"dataset.path": "p_dataset_path", "model.path": "p_model_path", "train.init_from": "p_train_init_from"}
 #: resolved-suite axis -> record column prefix of its parameters (and label column)
 AXIS_COLUMNS = {"dataset": "dataset", "model": "model", "train": "train", "losses": "loss", "samplers": "sampler"}
 MAX_WARNINGS = 20          # per file read: the rest are summed up in one warning
@@ -160,6 +166,22 @@ def _flat(value):
     """A parameter as a record column holds it (scalars as they are, inf and NaN as null, the
     rest as JSON)."""
     return _clean(value) if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
+
+
+def row_input_digests(row: dict) -> dict:
+    """{"train.init_from": sha256, ...} of the input files a record's p_* columns name (those
+    that exist; an init_from file only when a regular file within its size bound)."""
+    parts = {}
+    for name, column in INPUT_COLUMNS.items():
+        value = row.get(column)
+        if isinstance(value, str) and value:
+            comp, field_name = name.split(".")
+            parts.setdefault(comp, {})[field_name] = value
+    if not parts:
+        return {}
+    from .input_files import input_digests
+
+    return input_digests(parts)
 
 
 def legacy_mismatch(marker: dict, resolved: dict) -> list[str]:
@@ -803,6 +825,9 @@ class RunDir:
         ident = {k: v for k, v in written[0].items() if k not in MEASUREMENT_KEYS and not k.startswith("p_metric_")}
         marker = {**ident, "metric": MARKER, "value": len(written), "unit": "records", "higher_is_better": None,
                   "digest": rows_digest(written), "config_hash": config_hash}
+        inputs = row_input_digests(written[0])
+        if inputs:            # the content of the files the cell was trained from
+            marker["input_files"] = inputs
         _append(self.records, text + json.dumps(marker) + "\n")
 
     def record_failure(self, row: dict) -> bool:
@@ -906,6 +931,30 @@ class RunDir:
             raise RunDirMismatch(f"{self.records} holds records of a different suite configuration "
                                  f"(changed: {', '.join(changed)}; e.g. line {lineno}, cell {cell!r}); "
                                  f"resume only with the suite that made them, or pass a different --out")
+        self._check_input_files(scan.markers)
+
+    def _check_input_files(self, markers: list) -> None:
+        """RunDirMismatch when an input file a recorded cell was trained from has other content now
+        (a resume would mix cells of the old and the new file)."""
+        now: dict = {}
+        for lineno, marker in markers:
+            recorded = marker.get("input_files")
+            if not isinstance(recorded, dict) or not recorded:
+                continue
+            for name, digest in recorded.items():
+                column = INPUT_COLUMNS.get(name)
+                path = marker.get(column) if column else None
+                if not isinstance(path, str):
+                    continue
+                if (name, path) not in now:
+                    now[(name, path)] = row_input_digests({column: path}).get(name)
+                current = now[(name, path)]
+                if current is not None and current != digest:
+                    raise RunDirMismatch(
+                        f"{name}: {path} has changed since cell {marker.get('cell')!r} ({self.records}:{lineno}) "
+                        f"was trained from it (sha256 {str(digest)[:12]}..., now {current[:12]}...); resuming "
+                        f"would mix cells trained from the old and the new file: restore the file, or pass a "
+                        f"different --out to run every cell from the new one")
 
 
 def newest_run(root: str | Path = "results") -> Path | None:
