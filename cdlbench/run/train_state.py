@@ -25,7 +25,8 @@ renamed. A file that cannot be read, has another format or fingerprint, or fails
 hash is ignored with a `TrainStateIgnored` warning and the training starts from step 0; it is
 overwritten by the next save. A save that fails (a read-only or full cache) is a
 `TrainStateNotSaved` warning, never an error: the training goes on (it just cannot be resumed),
-and the caller evaluates the model from memory when the checkpoint cannot be cached either. `checkpoint_every` is not in the fingerprint (nor in the cache
+and the caller evaluates the model from memory when the checkpoint cannot be cached either.
+`checkpoint_every` is not in the fingerprint (nor in the cache
 key): where the checkpoints fall does not change a number, so a state saved with one interval
 resumes under another.
 """

@@ -16,8 +16,8 @@ one, after the old one was kept as `<name>.bak-<timestamp>-<random>` (created ex
 planted link at a backup name is never followed); a file that is already clean is left alone. An
 unreadable samples file (samples/*.npz: truncated, bit rot) is verify's damage too; repair
 moves it aside to such a backup name (plots skip a missing one). A run directory whose files
-are symbolic links or not regular files is refused (exit 2) before anything is written. It holds the run lock,
-so it never races a `cdlbench run`. The repaired files are plain JSON lines
+are symbolic links or not regular files is refused (exit 2) before anything is written. It
+holds the run lock, so it never races a `cdlbench run`. The repaired files are plain JSON lines
 (`pandas.read_json(path, lines=True)` loads them).
 """
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 from ..errors import UserError
 from .lock import RunLock
 from .rundir import (TEMPORARY_PATTERNS, CorruptSamples, Issue, RunDir, RunDirMismatch, RunDirUnwritable,
-                     UnsafeRunFile, _fsync_dir, _ListSink, check_regular, iter_jsonl, open_regular, read_samples, rows_digest,
-                     write_atomic)
+                     UnsafeRunFile, _fsync_dir, _ListSink, check_regular, iter_jsonl, open_regular, read_samples,
+                     rows_digest, write_atomic)
 
 
 class NotARunDirectory(UserError, ValueError):
