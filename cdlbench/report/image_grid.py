@@ -42,8 +42,13 @@ def main(argv=None) -> None:
     parser.add_argument("--columns", type=int, default=None,
                         help="images per row (class-conditional runs: the number of classes puts one class per column)")
     args = parser.parse_args(argv)
-    with np.load(args.npz) as blob:
-        save_grid(blob[args.key], args.png, args.scale, args.columns)
+    from ..run.rundir import CorruptSamples, read_samples
+
+    try:
+        blob = read_samples(args.npz)
+    except CorruptSamples as exc:          # truncated, bit rot, not a file: exit 2 naming it
+        parser.exit(2, f"error: {exc}\n")
+    save_grid(blob[args.key], args.png, args.scale, args.columns)
     print(args.png)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..figures import figure, is_parallel, is_sampler, sampler_name, sequential_twin  # noqa: E402
+from ..run.rundir import CorruptSamples, read_samples  # noqa: E402
 from .markup import SUPERSCRIPT, plot_text  # noqa: E402
 
 DPI = 100
@@ -79,8 +81,11 @@ def load_samples(run_dirs, records: pd.DataFrame) -> list[dict]:
         for f in sorted((Path(d) / "samples").glob("*.npz")):
             if f.name.endswith(".tmp.npz"):
                 continue
-            with np.load(f) as z:
-                blob = {k: z[k] for k in z.files}
+            try:
+                blob = read_samples(f)
+            except CorruptSamples as exc:       # truncated, bit rot, a FIFO: `cdlbench verify` reports it
+                warnings.warn(f"{exc}; skipped in the plots", stacklevel=2)
+                continue
             cell = str(blob.get("cell", ""))
             if ident is None or cell not in ident.index:
                 continue

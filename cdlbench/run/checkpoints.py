@@ -64,8 +64,10 @@ def save_atomically(blob: dict, path: Path) -> None:
     """torch.save to a unique temporary name beside `path`, fsync, rename: a kill never leaves a
     half-written file under the real name, and two writers never interleave."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # created exclusively, never through a planted link (O_CREAT|O_EXCL|O_NOFOLLOW)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        with open(tmp, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             torch.save(blob, fh)
             fh.flush()
             os.fsync(fh.fileno())

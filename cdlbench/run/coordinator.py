@@ -26,7 +26,7 @@ from .eval_job import summary_line
 from .executors import EXECUTORS, Done
 from .lock import RunLock
 from .plan import EvalJob, TrainJob, plan
-from .rundir import RunDir, RunDirUnwritable, suite_config_hash
+from .rundir import RunDir, RunDirUnwritable, suite_config_hash, write_run_file
 
 
 @dataclass
@@ -70,12 +70,9 @@ def samples_file(run_path: Path, cell: str) -> Path:
 
 
 def write_samples(run_path: Path, cell: str, blob: bytes) -> None:
-    """Write a cell's samples file atomically (temporary name, then rename)."""
-    path = samples_file(run_path, cell)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)
+    """Write a cell's samples file atomically (an unpredictable temporary name, created
+    exclusively, then rename; never through a link: cdlbench/run/rundir.py)."""
+    write_run_file(samples_file(run_path, cell), blob)
 
 
 def default_cache(out_dir: Path) -> Path:

@@ -6,8 +6,10 @@ any reason (Ctrl-C, SIGKILL, power loss): a stale lock file never blocks a resum
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -44,9 +46,11 @@ class RunLock:
                 f"wait for it to finish or pass a different --out")
 
     def acquire(self) -> "RunLock":
+        from .rundir import UnsafeRunFile
+
         try:
             return self._acquire()
-        except RunLocked:
+        except (RunLocked, UnsafeRunFile):
             raise
         except OSError as exc:     # read-only, a path component that is a file, a full disk
             from .rundir import RunDirUnwritable
@@ -60,7 +64,18 @@ class RunLock:
             except FileExistsError:
                 raise RunLocked(self._message()) from None
         else:
-            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            from .rundir import check_regular, UnsafeRunFile
+
+            check_regular(self.path, follow=False)       # a planted link or FIFO: UnsafeRunFile (exit 2)
+            try:       # never through a link (its target would be truncated), never waiting on a FIFO
+                fd = os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENXIO):
+                    check_regular(self.path, follow=False)
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise UnsafeRunFile(f"{self.path}: not a regular file; move it away, or pass a different --out")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

@@ -9,7 +9,11 @@ write, flushed and fsynced:
      "higher_is_better": null, "digest": sha256(canonical JSON of the n rows), "config_hash": ...}
 
 `digest` covers the n rows exactly as written (after NaN -> null), in order; `config_hash` is
-`suite_config_hash` of the resolved suite that made them. A kill leaves at most a prefix of one
+`suite_config_hash` of the resolved suite that made them. A cell trained from input files (its
+`p_dataset_path`, `p_model_path`, `p_train_init_from` name files) has their content digests in
+its marker too (`"input_files": {"train.init_from": sha256, ...}`), and `check_resumable`
+refuses to resume when one of those files has changed since: the new cells would be trained from
+other data or weights than the recorded ones. A kill leaves at most a prefix of one
 write (whole rows, then a truncated line); the next write first closes that line, so it stays a
 line of its own.
 
@@ -38,6 +42,14 @@ marker is rejected once, and the cell's next rerun completes it.)
 Every write raises `RunDirUnwritable` (an OSError naming the path and the reason: disk full,
 permission denied, a path component that is a file); a failed append is cut back to the file's
 old length. `record_failure` never raises. `cdlbench verify` / `repair`: cdlbench/run/verify.py.
+
+Hostile files (issue 25). Nothing is written through a symbolic link: appends open with
+O_NOFOLLOW, temporary files get unpredictable names and are created exclusively (O_CREAT|O_EXCL|
+O_NOFOLLOW, `tempfile.mkstemp` in the same folder), and `check_files` (called by a resuming run
+and by repair) refuses a records.jsonl, curves.jsonl, failures.jsonl, config.yaml, .lock or
+samples/ that is a symbolic link or of the wrong type (`UnsafeRunFile`, exit 2, naming the path).
+A file is read only when it is a regular file (`open_regular`): a FIFO is never opened for
+reading (it would block), a directory is refused with a message, not an IsADirectoryError.
 """
 from __future__ import annotations
 
@@ -47,6 +59,7 @@ import json
 import math
 import os
 import stat
+import tempfile
 import warnings
 from collections import deque
 from dataclasses import dataclass, field
@@ -63,12 +76,19 @@ MARKER = "_complete"
 CONFIG_KEYS = ("name", "version", "dataset", "model", "train", "losses", "samplers", "metrics")
 #: record columns that describe the measurement, not the cell (left out of the marker)
 MEASUREMENT_KEYS = ("metric", "value", "unit", "higher_is_better", "censored")
+#: input files (cdlbench/run/input_files.py) -> the record column holding their path
+INPUT_COLUMNS = {"dataset.path": "p_dataset_path", "model.path": "p_model_path", "train.init_from": "p_train_init_from"}
 #: resolved-suite axis -> record column prefix of its parameters (and label column)
 AXIS_COLUMNS = {"dataset": "dataset", "model": "model", "train": "train", "losses": "loss", "samplers": "sampler"}
 MAX_WARNINGS = 20          # per file read: the rest are summed up in one warning
 
 
 # ---------------------------------------------------------------- errors
+class UnsafeRunFile(UserError, ValueError):
+    """A run-directory file is a symbolic link (never followed where cdlbench writes) or not a
+    regular file (a FIFO, a directory, a device: never opened for reading); exit 2."""
+
+
 class RunDirMismatch(UserError, RuntimeError):
     """The run directory holds results of another suite configuration, or its config.yaml is
     missing or unreadable while it holds records (a user error: exit 2)."""
@@ -85,6 +105,8 @@ _REASONS = {
     errno.EEXIST: "a file is in the way of a directory",
     errno.ENAMETOOLONG: "the name is too long",
     errno.EIO: "input/output error",
+    errno.ELOOP: "it is a symbolic link (links are not followed in a run directory)",
+    errno.ENXIO: "it is a FIFO or device, not a regular file",
 }
 
 
@@ -146,6 +168,22 @@ def _flat(value):
     return _clean(value) if isinstance(value, (int, float, str, bool)) or value is None else json.dumps(value)
 
 
+def row_input_digests(row: dict) -> dict:
+    """{"train.init_from": sha256, ...} of the input files a record's p_* columns name (those
+    that exist; an init_from file only when a regular file within its size bound)."""
+    parts = {}
+    for name, column in INPUT_COLUMNS.items():
+        value = row.get(column)
+        if isinstance(value, str) and value:
+            comp, field_name = name.split(".")
+            parts.setdefault(comp, {})[field_name] = value
+    if not parts:
+        return {}
+    from .input_files import input_digests
+
+    return input_digests(parts)
+
+
 def legacy_mismatch(marker: dict, resolved: dict) -> list[str]:
     """The resolved-suite parts that disagree with a record's identity columns: name, version,
     and for each axis the record's p_<axis>_* columns (and component name) against every
@@ -175,6 +213,103 @@ def legacy_mismatch(marker: dict, resolved: dict) -> list[str]:
     return out
 
 
+# ---------------------------------------------------------------- safe files
+def _kind(mode: int) -> str:
+    for test, what in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def check_regular(path: str | Path, follow: bool = True) -> os.stat_result | None:
+    """The stat of `path` when it is a regular file, None when it does not exist; UnsafeRunFile
+    when it is anything else (with follow=False also when it is a symbolic link). Only stats:
+    nothing is opened."""
+    path = Path(path)
+    try:
+        st = os.stat(path) if follow else os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            to = f" to {os.readlink(path)}"
+        except OSError:
+            to = ""
+        raise UnsafeRunFile(f"{path}: a symbolic link{to}; cdlbench does not write through links in a run "
+                            f"directory: replace it by the file itself, or pass a different --out")
+    if not stat.S_ISREG(st.st_mode):
+        raise UnsafeRunFile(f"{path}: not a regular file ({_kind(st.st_mode)}); move it away, or pass a "
+                            f"different run directory")
+    return st
+
+
+def open_regular(path: str | Path):
+    """`path` opened for binary reading when it is a regular file (symbolic links followed);
+    None when it does not exist; UnsafeRunFile for a FIFO, directory, device or socket, which is
+    never opened for reading (O_NONBLOCK covers a FIFO swapped in after the check)."""
+    if check_regular(path) is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise UnsafeRunFile(f"{path}: not a regular file ({_kind(st.st_mode)}); move it away, or pass a "
+                            f"different run directory")
+    return os.fdopen(fd, "rb")
+
+
+def create_exclusive(folder: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """A new file in `folder` with an unpredictable name `<prefix><random><suffix>`, created with
+    O_CREAT|O_EXCL|O_NOFOLLOW (tempfile.mkstemp): never an existing file or a planted link."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    return fd, Path(name)
+
+
+#: a samples file (RUN_DIR/samples/*.npz, a few thousand points or 64 images) larger than this,
+#: on disk or unpacked, is not read
+MAX_SAMPLES_BYTES = 1 << 30
+
+
+class CorruptSamples(UserError, ValueError):
+    """A samples file (RUN_DIR/samples/*.npz) cannot be read; `reason` says why."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}")
+
+
+def read_samples(path: str | Path) -> dict:
+    """The arrays of a samples file, every byte read (so a truncated or bit-rotted file fails its
+    zip CRC here, not later); CorruptSamples naming the file otherwise. No pickles."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        fh = open_regular(path)
+    except UnsafeRunFile as exc:
+        raise CorruptSamples(path, str(exc).split(": ", 1)[-1]) from None
+    if fh is None:
+        raise CorruptSamples(path, "missing")
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > MAX_SAMPLES_BYTES:
+            raise CorruptSamples(path, f"{size:,} bytes; a samples file has at most {MAX_SAMPLES_BYTES:,}")
+        try:
+            with np.load(fh, allow_pickle=False) as z:
+                unpacked = sum(info.file_size for info in z.zip.infolist())
+                if unpacked > MAX_SAMPLES_BYTES:
+                    raise ValueError(f"{unpacked:,} bytes unpacked, at most {MAX_SAMPLES_BYTES:,}")
+                return {k: z[k] for k in z.files}
+        except Exception as exc:       # truncated zip, bad CRC, not an npz, a pickled object
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise CorruptSamples(path, f"not a readable samples file ({type(exc).__name__}: {first})") from None
+
+
 # ---------------------------------------------------------------- reading
 def iter_jsonl(path: str | Path, warn: bool = True) -> Iterator[tuple[int, dict | None, str | None]]:
     """(line number, row, None) for each JSON object line, (line number, None, why) for each
@@ -182,9 +317,8 @@ def iter_jsonl(path: str | Path, warn: bool = True) -> Iterator[tuple[int, dict 
     lines are skipped. Read in binary and decoded per line, so no byte stops the reading. With
     `warn`, each unreadable line is a warning naming file:line (the first MAX_WARNINGS)."""
     path = Path(path)
-    try:
-        fh = open(path, "rb")
-    except FileNotFoundError:
+    fh = open_regular(path)          # UnsafeRunFile for a FIFO or a directory
+    if fh is None:
         return
     bad = 0
     with fh:
@@ -248,12 +382,15 @@ def _append(path: Path, text: str) -> None:
     newline first. On failure (disk full, ...) the file is cut back to its old length, so a
     failed write leaves nothing behind, and RunDirUnwritable is raised."""
     data = text.encode("utf-8")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:        # never through a symbolic link; a FIFO without reader fails (ENXIO) instead of blocking
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         raise RunDirUnwritable.from_os_error(path, exc) from None
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise RunDirUnwritable(path, f"not a regular file ({_kind(st.st_mode)})", errno.EINVAL)
+        size = st.st_size
         if size and os.pread(fd, 1, size - 1) != b"\n":
             data = b"\n" + data
         try:
@@ -281,12 +418,15 @@ def append_jsonl(path: str | Path, rows: list[dict]) -> None:
         _append(Path(path), _lines(rows))
 
 
-def write_atomic(path: str | Path, data: bytes, tmp: str | Path | None = None) -> None:
-    """Write to a temporary file beside path, fsync, rename over path, fsync the directory."""
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a new temporary file beside path (`.<name>.<random>.tmp`, created exclusively:
+    never a planted link), fsync, rename over path, fsync the directory. The rename replaces a
+    link at `path` itself, never its target."""
     path = Path(path)
-    tmp = Path(tmp) if tmp else path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd, tmp = create_exclusive(path.parent, f".{path.name}.")
+        os.fchmod(fd, 0o644)
         try:
             view = memoryview(data)
             while view:
@@ -297,11 +437,27 @@ def write_atomic(path: str | Path, data: bytes, tmp: str | Path | None = None) -
         os.replace(tmp, path)
     except OSError as exc:
         try:
-            tmp.unlink()
+            if tmp is not None:
+                tmp.unlink()
         except OSError:
             pass
         raise RunDirUnwritable.from_os_error(path, exc) from None
     _fsync_dir(path.parent)
+
+
+def write_run_file(path: str | Path, data: bytes) -> None:
+    """A file in a subfolder of a run directory (samples/), atomically (write_atomic); the
+    subfolder is created when missing and refused (UnsafeRunFile) when it is a link or a file."""
+    path = Path(path)
+    try:
+        st = os.lstat(path.parent)
+    except FileNotFoundError:
+        _mkdir(path.parent)
+        st = os.lstat(path.parent)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRunFile(f"{path.parent}: {_kind(st.st_mode)}, not a directory; cdlbench does not write "
+                            f"through links in a run directory: replace it by a folder, or pass a different --out")
+    write_atomic(path, data)
 
 
 # ---------------------------------------------------------------- scanning records
@@ -587,16 +743,18 @@ class RunDir:
         """config.yaml, atomically (temporary file, fsync, rename); returns suite_config_hash."""
         _mkdir(self.path)
         text = yaml.safe_dump(resolved, sort_keys=False)
-        write_atomic(self.config, text.encode("utf-8"), tmp=self.path / "config.yaml.tmp")
+        write_atomic(self.config, text.encode("utf-8"))
         return suite_config_hash(resolved)
 
     def existing_config(self) -> dict | None:
         """The resolved suite of config.yaml; None when there is none. RunDirMismatch when it
         cannot be read, is not YAML, or is not a mapping."""
         try:
-            text = self.config.read_bytes()
-        except FileNotFoundError:
-            return None
+            fh = open_regular(self.config)       # UnsafeRunFile for a FIFO or a directory
+            if fh is None:
+                return None
+            with fh:
+                text = fh.read()
         except OSError as exc:
             raise RunDirMismatch(f"{self.config}: cannot be read ({exc.strerror or exc})") from None
         try:
@@ -628,6 +786,25 @@ class RunDir:
         return scan_records(self.records, config_hash=h, suite=suite, resolved=cfg, sink=sink, warn=warn,
                             keep_markers=keep_markers)
 
+    # ---------------------------------------------------------- safety
+    RUN_FILES = ("records.jsonl", "curves.jsonl", "failures.jsonl", "config.yaml", ".lock")
+
+    def check_files(self) -> None:
+        """UnsafeRunFile (exit 2, naming the path) when a file cdlbench writes in this directory is
+        a symbolic link or not a regular file, or samples/ is a link or not a folder."""
+        for name in self.RUN_FILES:
+            check_regular(self.path / name, follow=False)
+        samples = self.path / "samples"
+        try:
+            st = os.lstat(samples)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        if stat.S_ISLNK(st.st_mode):
+            check_regular(samples, follow=False)          # raises: a symbolic link
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafeRunFile(f"{samples}: {_kind(st.st_mode)}, not a directory; move it away, or pass a "
+                                f"different --out")
+
     # ---------------------------------------------------------- writing
     def commit_cell(self, rows: list[dict], curves: list[dict], config_hash: str) -> None:
         """Append one cell's curves to curves.jsonl, then its rows and their marker to
@@ -648,6 +825,9 @@ class RunDir:
         ident = {k: v for k, v in written[0].items() if k not in MEASUREMENT_KEYS and not k.startswith("p_metric_")}
         marker = {**ident, "metric": MARKER, "value": len(written), "unit": "records", "higher_is_better": None,
                   "digest": rows_digest(written), "config_hash": config_hash}
+        inputs = row_input_digests(written[0])
+        if inputs:            # the content of the files the cell was trained from
+            marker["input_files"] = inputs
         _append(self.records, text + json.dumps(marker) + "\n")
 
     def record_failure(self, row: dict) -> bool:
@@ -665,10 +845,14 @@ class RunDir:
         removed = []
         if not self.path.is_dir():
             return removed
+        samples_linked = (self.path / "samples").is_symlink()
         for pattern in TEMPORARY_PATTERNS:
+            if samples_linked and pattern.startswith("samples/"):
+                continue                  # never delete in a folder a link points to
             for p in self.path.glob(pattern):
                 try:
-                    if stat.S_ISREG(p.lstat().st_mode):
+                    mode = p.lstat().st_mode
+                    if stat.S_ISREG(mode) or stat.S_ISLNK(mode):      # a link itself, never its target
                         p.unlink()
                         removed.append(p)
                 except FileNotFoundError:
@@ -719,6 +903,7 @@ class RunDir:
         config_hash, or for markers without one its suite, version and p_* columns). A missing
         config.yaml while records exist, or an unreadable one, is a mismatch too."""
         resolved = _normalised(resolved)
+        self.check_files()                   # UnsafeRunFile: a link, a FIFO, a directory
         old = self.existing_config()         # RunDirMismatch when unreadable or not a mapping
         has_records = self.records.exists() and self.records.stat().st_size > 0
         if old is None and has_records:
@@ -746,6 +931,30 @@ class RunDir:
             raise RunDirMismatch(f"{self.records} holds records of a different suite configuration "
                                  f"(changed: {', '.join(changed)}; e.g. line {lineno}, cell {cell!r}); "
                                  f"resume only with the suite that made them, or pass a different --out")
+        self._check_input_files(scan.markers)
+
+    def _check_input_files(self, markers: list) -> None:
+        """RunDirMismatch when an input file a recorded cell was trained from has other content now
+        (a resume would mix cells of the old and the new file)."""
+        now: dict = {}
+        for lineno, marker in markers:
+            recorded = marker.get("input_files")
+            if not isinstance(recorded, dict) or not recorded:
+                continue
+            for name, digest in recorded.items():
+                column = INPUT_COLUMNS.get(name)
+                path = marker.get(column) if column else None
+                if not isinstance(path, str):
+                    continue
+                if (name, path) not in now:
+                    now[(name, path)] = row_input_digests({column: path}).get(name)
+                current = now[(name, path)]
+                if current is not None and current != digest:
+                    raise RunDirMismatch(
+                        f"{name}: {path} has changed since cell {marker.get('cell')!r} ({self.records}:{lineno}) "
+                        f"was trained from it (sha256 {str(digest)[:12]}..., now {current[:12]}...); resuming "
+                        f"would mix cells trained from the old and the new file: restore the file, or pass a "
+                        f"different --out to run every cell from the new one")
 
 
 def newest_run(root: str | Path = "results") -> Path | None:

@@ -1,5 +1,12 @@
 """train_job(job, ctx): train one model, or take it from the checkpoint cache; a plain function
-that returns what the eval jobs need and writes only the cache, never the run directory."""
+that returns what the eval jobs need and writes only the cache, never the run directory.
+
+Everything read back from the cache is verified like a checkpoint (cdlbench/run/checkpoints.py):
+the final weights, every snapshot, and Adam's state of a pretraining whose fine-tunes resume it
+(`<key>-<device>.adam.pt`: format, the training's config hash and a SHA-256 over every tensor
+and value); a missing, truncated or bit-rotted one retrains. A resumable training state past a
+snapshot that is damaged or missing is not resumed (the training restarts and writes the
+snapshot again)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,12 +16,16 @@ import torch
 
 from ..registry import LOSSES, MODELS
 from ..seeding import derived_seed, make_generator
-from .checkpoints import CheckpointInvalid, load_checkpoint, save_atomically, save_checkpoint
+from .checkpoints import CheckpointInvalid, config_hash, load_checkpoint, save_atomically, save_checkpoint
 from .context import JobContext
 from .data import Prepared, prepare
 from .init_from import load_init_weights
 from .plan import TrainJob
+from .train_state import blob_hash, discard_train_state
 from .training import train
+
+#: format of the cached Adam state (`optimizer_path`); files of other formats are retrained
+OPTIMIZER_FORMAT = 1
 
 
 @dataclass
@@ -42,6 +53,45 @@ def snapshot_config(config: dict, step: int) -> dict:
 def optimizer_path(cache_dir: str | Path, key: str, device: torch.device) -> Path:
     """Adam's final state of a pretraining whose fine-tunes set resume_optimizer."""
     return Path(cache_dir) / f"{key}-{device.type}.adam.pt"
+
+
+def save_optimizer_state(path: Path, state: dict, config: dict) -> None:
+    """Adam's state with its format, the training's config hash and a content hash, atomically."""
+    blob = {"format": OPTIMIZER_FORMAT, "kind": "adam", "config_hash": config_hash(config), "optimizer": state}
+    blob["content_hash"] = blob_hash(blob)
+    save_atomically(blob, path)
+
+
+def _moved(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _moved(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_moved(v, device) for v in obj)
+    return obj
+
+
+def load_optimizer_state(path: Path, config: dict, map_location=None) -> dict:
+    """The verified Adam state at `path` of the training `config`; CheckpointInvalid (missing,
+    unreadable, another format or training, content hash mismatch) otherwise."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointInvalid("missing") from None
+    except Exception as exc:   # truncated zip, bit rot, not a torch file, a pickle with code in it
+        raise CheckpointInvalid(f"unreadable ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})") from None
+    if not isinstance(blob, dict) or blob.get("format") != OPTIMIZER_FORMAT or blob.get("kind") != "adam":
+        raise CheckpointInvalid(f"not a cached Adam state of format {OPTIMIZER_FORMAT}")
+    missing = [k for k in ("config_hash", "optimizer", "content_hash") if k not in blob]
+    if missing:
+        raise CheckpointInvalid(f"missing field {missing[0]!r}")
+    if blob["config_hash"] != config_hash(config):
+        raise CheckpointInvalid("made by a different config (config hash mismatch)")
+    if blob["content_hash"] != blob_hash(blob):
+        raise CheckpointInvalid("does not match its content hash (corrupt file)")
+    state = blob["optimizer"]
+    return _moved(state, map_location) if map_location is not None else state
 
 
 def checkpoint_path(cache_dir: str | Path, key: str, device: torch.device) -> Path:
@@ -78,9 +128,16 @@ def cached(job: TrainJob, device: torch.device, log) -> dict | None:
     except (CheckpointInvalid, RuntimeError, FileNotFoundError) as exc:   # corrupt, stale or incomplete: retrain
         log(f"  warning: cached checkpoint {path} (or a snapshot of it) {exc}; retraining")
         return None
-    if job.keep_optimizer and not optimizer_path(job.cache_dir, job.key, device).exists():
+    adam = optimizer_path(job.cache_dir, job.key, device)
+    if job.keep_optimizer and not adam.exists():
         log(f"  {job.label}: cached without Adam's state, which a fine-tune resumes; retraining")
         return None
+    if job.keep_optimizer:
+        try:      # verified like the checkpoint: a truncated or bit-rotted state retrains
+            load_optimizer_state(adam, job.config)
+        except CheckpointInvalid as exc:
+            log(f"  warning: {job.label}: cached Adam state {adam} {exc}; retraining")
+            return None
     return blob
 
 
@@ -107,7 +164,34 @@ def initial_weights(job: TrainJob, net: torch.nn.Module, device: torch.device) -
     if job.init_optimizer is not None:
         return job.init_optimizer
     path = optimizer_path(job.cache_dir, job.init_key, device)
-    return torch.load(path, map_location=device, weights_only=True)
+    try:      # verified by the pretraining's job just before; damaged since: a clear failure
+        return load_optimizer_state(path, job.init_config, map_location=device)
+    except CheckpointInvalid as exc:
+        raise CheckpointInvalid(f"the pretraining's Adam state {path} {exc}; rerun to retrain it") from None
+
+
+def drop_state_past_bad_snapshot(job: TrainJob, device: torch.device, log) -> None:
+    """A resumable training state skips the snapshots before its step: when one of those is
+    missing or fails its checks (damaged between an interruption and the resume), the state is
+    discarded, so the training restarts from step 0 and writes the snapshot again."""
+    state = train_state_path(job.cache_dir, job.key, device)
+    steps = snapshots_before_end(job.train)
+    if not steps or not state.is_file():
+        return
+    try:
+        step = torch.load(state, map_location="cpu", weights_only=True).get("step")
+    except Exception:          # unreadable: train() ignores it with a warning
+        return
+    for s in steps:
+        if not isinstance(step, int) or s > step:
+            continue
+        try:
+            load_checkpoint(snapshot_path(job.cache_dir, job.key, s, device), snapshot_config(job.config, s))
+        except CheckpointInvalid as exc:
+            log(f"  warning: {job.label}: snapshot at step {s} {exc}; the training state saved at step {step} "
+                f"is past it, so the training restarts from step 0")
+            discard_train_state(state)
+            return
 
 
 def train_job(job: TrainJob, ctx: JobContext) -> TrainOutcome:
@@ -121,6 +205,7 @@ def train_job(job: TrainJob, ctx: JobContext) -> TrainOutcome:
     loss = LOSSES.build(job.loss.name, job.loss.params, data_var=prep.data_var.cpu(), shape=prep.shape)
     gen = make_generator(ctx.device, job.seed, "train", job.key)
     net.train()
+    drop_state_past_bad_snapshot(job, ctx.device, ctx.say)
 
     def save_snapshot(step: int, state: dict, log) -> None:   # a snapshot needs the cache: no fallback
         info = {"steps": log.steps, "seconds": log.seconds, "final_loss": log.final_loss,
@@ -140,7 +225,7 @@ def train_job(job: TrainJob, ctx: JobContext) -> TrainOutcome:
     try:      # temporary file, fsync, rename (cdlbench/run/checkpoints.py)
         if optimizer is not None:
             Path(job.cache_dir).mkdir(parents=True, exist_ok=True)
-            save_atomically(optimizer, optimizer_path(job.cache_dir, job.key, ctx.device))
+            save_optimizer_state(optimizer_path(job.cache_dir, job.key, ctx.device), optimizer, job.config)
         save_checkpoint(checkpoint_path(job.cache_dir, job.key, ctx.device), state, info, job.config)
     except OSError as exc:      # read-only or full cache: the model is still evaluated, from memory
         reason = f"cannot write the checkpoint cache {job.cache_dir} ({exc.strerror or exc})"

@@ -23,7 +23,10 @@ It is written to a unique temporary name (`.<name>.<pid>.<hex>.tmp`, the checkpo
 so `checkpoints.clean_stale_temporaries` also removes the leftovers of a kill), fsynced and
 renamed. A file that cannot be read, has another format or fingerprint, or fails its content
 hash is ignored with a `TrainStateIgnored` warning and the training starts from step 0; it is
-overwritten by the next save. `checkpoint_every` is not in the fingerprint (nor in the cache
+overwritten by the next save. A save that fails (a read-only or full cache) is a
+`TrainStateNotSaved` warning, never an error: the training goes on (it just cannot be resumed),
+and the caller evaluates the model from memory when the checkpoint cannot be cached either.
+`checkpoint_every` is not in the fingerprint (nor in the cache
 key): where the checkpoints fall does not change a number, so a state saved with one interval
 resumes under another.
 """
@@ -50,6 +53,10 @@ _DATA_SAMPLE = 1 << 20
 
 class TrainStateIgnored(UserWarning):
     """A training-state file was not used (unreadable, corrupt, or from another training)."""
+
+
+class TrainStateNotSaved(UserWarning):
+    """The training state could not be written (read-only or full cache); training goes on."""
 
 
 def train_state_path(checkpoint_path: str | Path) -> Path:
@@ -156,18 +163,39 @@ def _blob_hash(blob: dict) -> str:
     return hashlib.sha256((content_hash(tensors) + canonical_json(other)).encode()).hexdigest()
 
 
+#: SHA-256 over every tensor and plain value of a nested blob but its "content_hash" (also the
+#: digest of the cached Adam state, cdlbench/run/train_job.py)
+blob_hash = _blob_hash
+
+
 def save_train_state(path: str | Path, *, fingerprint: str, step: int, net: dict, ema: dict | None,
                      optimizer: dict, generator: torch.Tensor, pending_losses: torch.Tensor,
-                     history: list, seconds: float) -> None:
-    """Atomically write the training state (temporary file, fsync, rename)."""
+                     history: list, seconds: float) -> bool:
+    """Atomically write the training state (temporary file, fsync, rename); False, with a
+    TrainStateNotSaved warning, when the cache cannot be written (read-only, full)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = _to_cpu({"format": TRAIN_STATE_FORMAT, "fingerprint": fingerprint, "step": int(step), "net": net,
                     "ema": ema, "optimizer": optimizer, "generator": generator,
                     "pending_losses": pending_losses, "history": [[int(s), float(v)] for s, v in history],
                     "seconds": float(seconds)})
     blob["content_hash"] = _blob_hash(blob)
-    save_atomically(blob, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_atomically(blob, path)
+    except OSError as exc:
+        warnings.warn(f"training state {path} not saved ({exc.strerror or exc}); the training goes on but cannot "
+                      f"be resumed if interrupted", TrainStateNotSaved, stacklevel=3)
+        return False
+    return True
+
+
+def discard_train_state(path: str | Path) -> None:
+    """Delete a training-state file (the training it resumes is over); a read-only cache that
+    cannot delete it is not an error (no state was saved there either)."""
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 _FIELDS = ("fingerprint", "step", "net", "ema", "optimizer", "generator", "pending_losses", "history",

@@ -12,7 +12,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ..denoiser import Denoiser
-from .train_state import checkpoint_interval, load_train_state, save_train_state, training_fingerprint
+from .train_state import (checkpoint_interval, discard_train_state, load_train_state, save_train_state,
+                          training_fingerprint)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -157,12 +158,12 @@ def train(net: torch.nn.Module, loss_fn, data: torch.Tensor, cfg: dict, generato
                                  history=log.history, seconds=seconds_before + time.perf_counter() - start)
     except NonFiniteLoss:
         if state_path is not None:
-            state_path.unlink(missing_ok=True)
+            discard_train_state(state_path)
         raise
     finally:
         bar.close()
     if state_path is not None:
-        state_path.unlink(missing_ok=True)
+        discard_train_state(state_path)
     log.steps, log.seconds = steps, seconds_before + time.perf_counter() - start
     log.final_loss = log.history[-1][1] if log.history else float("nan")
     log.optimizer_state = opt.state_dict()

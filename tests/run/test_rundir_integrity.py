@@ -7,6 +7,8 @@ import copy
 import json
 import math
 import os
+import shutil
+import subprocess
 import warnings
 from pathlib import Path
 
@@ -311,20 +313,38 @@ def test_write_errors_are_clear_and_record_failure_never_raises(tmp_path):
                        match=r"cannot write .*afile.*(a component of the path is a file|not a directory)"):
         blocked.write_config(RESOLVED)
     assert blocked.record_failure({"cell": "c", "reason": "boom"}) is False
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full here")
-    run = clean_run(tmp_path / "run", CELLS[:1])
-    before = run.records.read_bytes()
-    run.records.unlink()
-    run.records.symlink_to("/dev/full")                                  # every write: the disk is full
-    with pytest.raises(RunDirUnwritable, match="the disk is full") as info:
-        run.commit_cell(cell_rows(*CELLS[1]), [], HASH)
-    assert isinstance(info.value, OSError) and str(run.records) in str(info.value)
-    run.failures.symlink_to("/dev/full")
-    assert run.record_failure({"cell": "c", "reason": "boom"}) is False
-    run.records.unlink()
-    run.records.write_bytes(before)
-    assert run.complete_cells() == {cell_name(*CELLS[0])}
+    # a link to /dev/full is not written through (issue 25: no write through links in a run directory)
+    linked = clean_run(tmp_path / "linked", CELLS[:1])
+    linked.records.unlink()
+    linked.records.symlink_to("/dev/null")
+    with pytest.raises(RunDirUnwritable, match="symbolic link") as info:
+        linked.commit_cell(cell_rows(*CELLS[1]), [], HASH)
+    assert str(linked.records) in str(info.value)
+    # a real full disk: a tiny tmpfs filled to the last byte (root and mount needed)
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if not shutil.which("mount") or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                                   capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root and mount)")
+    try:
+        run = clean_run(disk / "run", CELLS[:1])
+        before = run.records.read_bytes()
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            while os.write(fd, b"\0" * 512):                              # every write: the disk is full
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with pytest.raises(RunDirUnwritable, match="the disk is full") as info:
+            run.commit_cell(cell_rows(*CELLS[1]), [], HASH)
+        assert isinstance(info.value, OSError) and str(run.records) in str(info.value)
+        assert run.record_failure({"cell": "c", "reason": "boom"}) is False
+        assert run.records.read_bytes() == before                          # cut back to its old length
+        assert run.complete_cells() == {cell_name(*CELLS[0])}
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
 
 
 def test_clean_temporaries_removes_interrupted_writes_only(tmp_path):
