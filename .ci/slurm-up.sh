@@ -87,6 +87,10 @@ EOF
 mkdir -p /etc/slurm
 if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$state/slurm.conf" ]; then
   :
+elif [ -L /etc/slurm/slurm.conf ] && { [ ! -e /etc/slurm/slurm.conf ] || head -1 /etc/slurm/slurm.conf | grep -q '^# written by .ci/slurm-up.sh'; }; then
+  # left by an earlier slurm-up.sh whose cluster is gone (sinfo did not answer above): ours to replace
+  ln -sfn "$state/slurm.conf" /etc/slurm/slurm.conf
+  touch "$state/made-etc-link"
 elif [ -e /etc/slurm/slurm.conf ] || [ -L /etc/slurm/slurm.conf ]; then
   echo "slurm-up: /etc/slurm/slurm.conf exists and is not ours; export SLURM_CONF=$state/slurm.conf to use this cluster" >&2
 else
