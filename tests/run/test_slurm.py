@@ -10,8 +10,10 @@ coordinator (SIGTERM, Ctrl-C) cancels its queued jobs; the --slurm-* options rea
 --slurm-partition; no sbatch on the PATH exits 2."""
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -28,13 +30,18 @@ ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ROOT / "suites" / "smoke.yaml"
 
 
+@functools.lru_cache(maxsize=1)
 def _slurm_answers() -> str | None:
-    """None when a Slurm with an up partition `debug` answers, else why not."""
+    """None when a Slurm with an up partition `debug` answers, else why not (asked once, when the
+    first Slurm test runs, so collecting this file costs nothing without Slurm)."""
     if not shutil.which("sinfo") or not shutil.which("sbatch"):
         return "no Slurm commands on the PATH (.ci/slurm-up.sh brings up a single-node Slurm)"
+    conf = os.environ.get("SLURM_CONF") or "/etc/slurm/slurm.conf"
+    if not Path(conf).is_file():
+        return f"no Slurm configuration ({conf}); .ci/slurm-up.sh brings up a single-node Slurm"
     try:
         proc = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%a %T"], capture_output=True, text=True,
-                              timeout=20)
+                              timeout=15)
     except subprocess.TimeoutExpired:
         return "sinfo does not answer"
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -45,8 +52,15 @@ def _slurm_answers() -> str | None:
     return None
 
 
-SKIP = _slurm_answers()
-needs_slurm = pytest.mark.skipif(SKIP is not None, reason=SKIP or "")
+@pytest.fixture
+def slurm():
+    """Skips the test, saying why, where no Slurm answers."""
+    why = _slurm_answers()
+    if why is not None:
+        pytest.skip(why)
+
+
+needs_slurm = pytest.mark.usefixtures("slurm")
 
 
 def _env(extra=None) -> dict:
@@ -202,8 +216,11 @@ def test_scancel_fails_only_its_cells_and_a_rerun_completes(tmp_path, cancel_lef
     assert time.monotonic() - cancelled_at < 300     # the third seed's two jobs, and the 10 s grace
     failed = failures(run)
     assert len(failed) == 2, failed
-    assert all("was cancelled (scancel) without a result" in r for r in failed.values()), failed
-    assert {f"Slurm job {running} ", f"Slurm job {pending} "} == {r.split("was")[0] for r in failed.values()}
+    # a job cancelled while running may end as CANCELLED or, its batch script racing the cancel, FAILED
+    pattern = re.compile(r"^Slurm job (\d+) (was cancelled \(scancel\)|ended as FAILED) without a result; rerun")
+    matches = [pattern.match(r) for r in failed.values()]
+    assert all(matches), failed
+    assert {m.group(1) for m in matches} == {running, pending}
     assert len({c for c, _ in comparable(run)}) == 1        # the other seed's cell is complete
     assert queue_states(slurm_ids(run)) == {}
     if rerun:

@@ -117,8 +117,8 @@ class SubmititExecutor(Executor):
         submitit = import_submitit()
         self.submitit = submitit
         if cluster == "slurm" or cluster is None:
-            _slurm_tool("sbatch", cluster is not None)
-            _slurm_tool("squeue", cluster is not None)
+            for tool in ("sbatch", "squeue", "sinfo", "scancel"):
+                _slurm_tool(tool, cluster is not None)
         self.cluster = cluster or default_cluster()
         params = {"timeout_min": int(time_minutes or DEFAULT_TIME_MINUTES), "name": "cdlbench"}
         if self.cluster == "slurm":
