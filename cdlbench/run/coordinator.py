@@ -51,7 +51,7 @@ class RunOptions:
     jobs: int | None = None
     threads: int | None = None
     accelerate: dict = field(default_factory=dict)
-    slurm: dict = field(default_factory=dict)       # partition, gpus_per_job, cpus_per_job, time, account, cluster, mem, qos, constraint, gpu_type, setup
+    slurm: dict = field(default_factory=dict)       # partition, time, mem, qos, gpu_type, setup, ... (--slurm-*)
 
     def merged(self, suite: Suite) -> "RunOptions":
         block = dict(suite.executor or {})
