@@ -90,7 +90,8 @@ def _missing_suite(path: str) -> str:
 @click.option("--slurm-qos", default=None, help="quality of service (sbatch --qos)")
 @click.option("--slurm-constraint", default=None, help="node features, e.g. 'a100|h100' (sbatch --constraint)")
 @click.option("--slurm-gpu-type", default=None, help="GPU model: --gres=gpu:TYPE:N with N --slurm-gpus-per-job")
-@click.option("--slurm-setup", multiple=True, help="a shell line run before each job, e.g. 'module load cuda' (repeatable)")
+@click.option("--slurm-setup", multiple=True,
+              help="a shell line run before each job, e.g. 'module load cuda' (repeatable)")
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]), default=None,
               help="submitit backend (default slurm when sbatch is on PATH, else local subprocesses)")
 def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor, jobs, threads, slurm_partition,

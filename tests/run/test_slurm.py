@@ -164,14 +164,21 @@ def test_smoke_records_on_slurm_identical_to_inline(tmp_path, cancel_leftovers):
     assert not diff, [(k, ours[k], ref[k]) for k in diff[:3]]
     assert len({c for c, _ in ours}) == 6
     assert len(slurm_ids(tmp_path / "slurm")) == 9           # 3 trainings + 6 evaluations, one Slurm job each
-    assert queue_states(slurm_ids(tmp_path / "slurm")) == {}
+    wait_for_states(tmp_path / "slurm", lambda s: s == {}, timeout=30)   # jobs that wrote their result exit
 
 
 @needs_slurm
-def test_failing_training_fails_its_evals_with_its_reason_and_leaves_nothing_queued(tmp_path, cancel_leftovers):
+@pytest.mark.parametrize("how", ["missing-init_from", "nan-loss"])
+def test_failing_training_fails_its_evals_with_its_reason_and_leaves_nothing_queued(tmp_path, cancel_leftovers,
+                                                                                   how):
     """Before: the EvalJobs (submitted at once with afterok) stayed PENDING with
     DependencyNeverSatisfied and the coordinator waited for ever."""
-    suite = tiny_suite(tmp_path, "badinit", samplers=2, init_from=str(tmp_path / "missing.pt"))
+    if how == "missing-init_from":
+        suite = tiny_suite(tmp_path, "badinit", samplers=2, init_from=str(tmp_path / "missing.pt"))
+        expected = ["train.init_from", "missing.pt is not a file"]
+    else:                                # an absurd learning rate: the loss is NaN within the first steps
+        suite = tiny_suite(tmp_path, "nanloss", samplers=2, lr=1.0e30)
+        expected = ["non-finite loss: loss became nan"]
     run = tmp_path / "run"
     cancel_leftovers.append(run)
     t0 = time.monotonic()
@@ -181,9 +188,9 @@ def test_failing_training_fails_its_evals_with_its_reason_and_leaves_nothing_que
     failed = failures(run)
     assert len(failed) == 2
     for reason in failed.values():
-        assert "train.init_from" in reason and "missing.pt is not a file" in reason, reason
+        assert all(e in reason for e in expected), reason
     assert len(slurm_ids(run)) == 1                          # the evaluations were never queued
-    assert queue_states(slurm_ids(run)) == {}
+    wait_for_states(run, lambda s: s == {}, timeout=30)   # nothing pending; finished jobs exit
 
 
 @needs_slurm
@@ -222,13 +229,13 @@ def test_scancel_fails_only_its_cells_and_a_rerun_completes(tmp_path, cancel_lef
     assert all(matches), failed
     assert {m.group(1) for m in matches} == {running, pending}
     assert len({c for c, _ in comparable(run)}) == 1        # the other seed's cell is complete
-    assert queue_states(slurm_ids(run)) == {}
+    wait_for_states(run, lambda s: s == {}, timeout=30)   # nothing pending; finished jobs exit
     if rerun:
         again = cli(*args, timeout=400)
         assert again.returncode == 0, again.stderr[-2000:]
         assert "1 already complete" in again.stdout
         assert len({c for c, _ in comparable(run)}) == 3
-        assert queue_states(slurm_ids(run)) == {}
+        wait_for_states(run, lambda s: s == {}, timeout=30)   # nothing pending; finished jobs exit
 
 
 @needs_slurm

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from ...errors import UserError
-from ..jobs import WorkerSettings, run_in_worker
+from ..jobs import WorkerSettings, failure_details, run_in_worker
 from .base import Done, Executor
 
 POLL_SECONDS = 0.25
@@ -95,6 +95,16 @@ def slurm_parameters(partition=None, gpus_per_job=None, cpus_per_job=None, accou
     else:
         params["gpus_per_node"] = gpus_per_job
     return {"tasks_per_node": 1, "nodes": 1, **{k: v for k, v in params.items() if v is not None}}
+
+
+def run_and_report(job, settings: WorkerSettings):
+    """The function each submitit job runs: ("ok", outcome), or ("error", reason, traceback) when
+    the job raised, so its cells fail with the same one-line reason as under the other executors."""
+    try:
+        return ("ok", run_in_worker(job, settings))
+    except Exception as exc:
+        reason, details = failure_details(exc)
+        return ("error", reason, details)
 
 
 def _failure_reason(text: str) -> str:
@@ -161,7 +171,7 @@ class SubmititExecutor(Executor):
 
     def submit(self, job, after: list[str] | None = None) -> None:
         try:
-            handle = self.executor.submit(run_in_worker, job, self.settings)
+            handle = self.executor.submit(run_and_report, job, self.settings)
         except self.submitit.core.utils.FailedJobError as exc:     # sbatch refused the job
             text = " ".join(str(exc).split())
             option = "--slurm-partition" if "partition" in text.lower() else "the --slurm-* options"
@@ -185,8 +195,11 @@ class SubmititExecutor(Executor):
                     done.append(self._lost(job, handle, finished))
                     continue
                 try:
-                    done.append(Done(job, handle.result()))
-                except Exception as exc:     # the job raised, or died (submitit reports both)
+                    msg = handle.result()
+                    where = f" (submitit job {handle.job_id}; log in {self.folder / str(handle.job_id)})"
+                    done.append(Done(job, msg[1]) if msg[0] == "ok" else
+                                Done(job, reason=msg[1] + where, details=msg[2]))
+                except Exception as exc:     # the job died outside the function (submitit reports it)
                     text = str(exc)
                     reason = _failure_reason(text) or type(exc).__name__
                     done.append(Done(job, reason=f"{reason} (submitit job {handle.job_id}; log in "
