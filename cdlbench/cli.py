@@ -93,7 +93,7 @@ def _missing_suite(path: str) -> str:
 @click.option("--slurm-setup", multiple=True,
               help="a shell line run before each job, e.g. 'module load cuda' (repeatable)")
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]), default=None,
-              help="submitit backend (default slurm when sbatch is on PATH, else local subprocesses)")
+              help="submitit backend: slurm (default; needs sbatch on the PATH) or local (subprocesses here)")
 def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor, jobs, threads, slurm_partition,
         slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_account, slurm_cluster, slurm_mem, slurm_qos,
         slurm_constraint, slurm_gpu_type, slurm_setup):

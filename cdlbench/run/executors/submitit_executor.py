@@ -53,10 +53,6 @@ def import_submitit():
     return submitit
 
 
-def default_cluster() -> str:
-    return "slurm" if shutil.which("sbatch") else "local"
-
-
 def _slurm_tool(name: str, cluster_given: bool) -> str:
     path = shutil.which(name)
     if path is None:
@@ -129,7 +125,7 @@ class SubmititExecutor(Executor):
         if cluster == "slurm" or cluster is None:
             for tool in ("sbatch", "squeue", "sinfo", "scancel"):
                 _slurm_tool(tool, cluster is not None)
-        self.cluster = cluster or default_cluster()
+        self.cluster = cluster or "slurm"
         params = {"timeout_min": int(time_minutes or DEFAULT_TIME_MINUTES), "name": "cdlbench"}
         if self.cluster == "slurm":
             params.update(slurm_parameters(partition, gpus_per_job, cpus_per_job, account, mem, qos, constraint,
