@@ -86,12 +86,19 @@ def _missing_suite(path: str) -> str:
 @click.option("--slurm-partition", default=None)
 @click.option("--slurm-gpus-per-job", type=click.IntRange(min=0), default=None)
 @click.option("--slurm-cpus-per-job", type=click.IntRange(min=1), default=None)
-@click.option("--slurm-time", type=click.IntRange(min=1), default=None, help="minutes per job")
+@click.option("--slurm-time", type=click.IntRange(min=1), default=None, help="minutes per job (default 60)")
 @click.option("--slurm-account", default=None)
+@click.option("--slurm-mem", default=None, help="memory per job, e.g. 4G or 16000M (sbatch --mem)")
+@click.option("--slurm-qos", default=None, help="quality of service (sbatch --qos)")
+@click.option("--slurm-constraint", default=None, help="node features, e.g. 'a100|h100' (sbatch --constraint)")
+@click.option("--slurm-gpu-type", default=None, help="GPU model: --gres=gpu:TYPE:N with N --slurm-gpus-per-job")
+@click.option("--slurm-setup", multiple=True,
+              help="a shell line run before each job, e.g. 'module load cuda' (repeatable)")
 @click.option("--slurm-cluster", type=click.Choice(["slurm", "local"]), default=None,
-              help="submitit backend (default slurm when sbatch is on PATH, else local subprocesses)")
+              help="submitit backend: slurm (default; needs sbatch on the PATH) or local (subprocesses here)")
 def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor, jobs, threads, slurm_partition,
-        slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_account, slurm_cluster):
+        slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_account, slurm_cluster, slurm_mem, slurm_qos,
+        slurm_constraint, slurm_gpu_type, slurm_setup):
     """Train, sample and measure every cell of SUITE (resumes an interrupted run)."""
     from .suite import SuiteError, load_suite
 
@@ -114,7 +121,8 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
 
     out = Path(out) if out else Path("results") / s.name
     slurm = {"partition": slurm_partition, "gpus_per_job": slurm_gpus_per_job, "cpus_per_job": slurm_cpus_per_job,
-             "time": slurm_time, "account": slurm_account, "cluster": slurm_cluster}
+             "time": slurm_time, "account": slurm_account, "cluster": slurm_cluster, "mem": slurm_mem, "qos": slurm_qos,
+             "constraint": slurm_constraint, "gpu_type": slurm_gpu_type, "setup": list(slurm_setup) or None}
     try:
         runner = Runner(s, out, device=device, use_cache=not no_cache, cache_dir=cache_dir, progress=not quiet,
                         executor=executor, jobs=jobs, threads=threads, slurm=slurm)

@@ -51,7 +51,7 @@ class RunOptions:
     jobs: int | None = None
     threads: int | None = None
     accelerate: dict = field(default_factory=dict)
-    slurm: dict = field(default_factory=dict)       # partition, gpus_per_job, cpus_per_job, time, account, cluster
+    slurm: dict = field(default_factory=dict)       # partition, time, mem, qos, gpu_type, setup, ... (--slurm-*)
 
     def merged(self, suite: Suite) -> "RunOptions":
         block = dict(suite.executor or {})
@@ -102,7 +102,8 @@ def make_executor(opts: RunOptions, run_dir: Path, log):
                                  cluster=s.get("cluster"), partition=s.get("partition"),
                                  gpus_per_job=s.get("gpus_per_job"), cpus_per_job=s.get("cpus_per_job"),
                                  time_minutes=s.get("time"), account=s.get("account"), max_running=opts.jobs,
-                                 accelerate=opts.accelerate)
+                                 accelerate=opts.accelerate, mem=s.get("mem"), qos=s.get("qos"),
+                                 constraint=s.get("constraint"), gpu_type=s.get("gpu_type"), setup=s.get("setup"))
 
 
 class Coordinator:

@@ -38,7 +38,11 @@ EXECUTOR_KEYS = {"name": "one of " + ", ".join(EXECUTORS), "jobs": "a positive i
                  "threads": "a positive integer (torch threads per worker)",
                  "slurm_partition": "a string", "slurm_gpus_per_job": "a non-negative integer",
                  "slurm_cpus_per_job": "a positive integer", "slurm_time": "minutes, a positive integer",
-                 "slurm_account": "a string"}
+                 "slurm_account": "a string", "slurm_mem": "a memory size such as 4G or 16000M",
+                 "slurm_qos": "a string", "slurm_constraint": "a string (Slurm features, e.g. a100|h100)",
+                 "slurm_gpu_type": "a string (a GPU model, e.g. a100: --gres=gpu:a100:N)",
+                 "slurm_setup": "a list of shell lines run before each job (e.g. module load cuda)",
+                 "slurm_cluster": "slurm or local"}
 TOP_KEYS = ("name", "version", "description", "expected_runtime", "seeds", "device", "sample_batch", "executor",
             "dataset", "model", "train", "losses", "samplers", "metrics")
 AXES = {"dataset": DATASETS, "model": MODELS, "losses": LOSSES, "samplers": SAMPLERS, "metrics": METRICS}
@@ -437,6 +441,12 @@ def parse_executor(spec, file) -> dict:
         ok = {"name": lambda v: v in EXECUTORS,
               "slurm_partition": lambda v: isinstance(v, str) and v != "",
               "slurm_account": lambda v: isinstance(v, str) and v != "",
+              "slurm_mem": lambda v: isinstance(v, str) and re.fullmatch(r"[1-9][0-9]*[KMGT]?", v) is not None,
+              "slurm_qos": lambda v: isinstance(v, str) and v != "",
+              "slurm_constraint": lambda v: isinstance(v, str) and v != "",
+              "slurm_gpu_type": lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) is not None,
+              "slurm_setup": lambda v: isinstance(v, list) and all(isinstance(x, str) and "\n" not in x for x in v),
+              "slurm_cluster": lambda v: v in ("slurm", "local"),
               "slurm_gpus_per_job": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}.get(
             key, lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0)
         if not ok(value):

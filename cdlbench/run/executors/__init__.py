@@ -3,7 +3,8 @@
 
 - inline: in this process, one job at a time, in plan order (the default);
 - local: N worker processes on this machine (one per visible GPU with CUDA);
-- submitit: one Slurm job per job through submitit (its local backend runs them as subprocesses).
+- submitit: one Slurm job per job through submitit, watched with squeue (its local backend runs
+  them as subprocesses); docs/slurm.md.
 """
 from .base import Done, Executor
 from .inline import InlineExecutor
