@@ -105,6 +105,10 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
 
     if not Path(suite).exists():
         _fail_usage(_missing_suite(suite))
+    default_executor = os.environ.get("CDLBENCH_EXECUTOR", "").strip() or "auto"
+    if default_executor not in ("auto", "inline", "local", "submitit"):
+        _fail_usage(f"$CDLBENCH_EXECUTOR: unknown executor {default_executor!r}; choose from auto, inline, local, "
+                    "submitit")
     try:
         s = load_suite(suite, seeds=_parse_seeds(seeds))
     except SuiteError as exc:
@@ -123,10 +127,6 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
     out = Path(out) if out else Path("results") / s.name
     slurm = {"partition": slurm_partition, "gpus_per_job": slurm_gpus_per_job, "cpus_per_job": slurm_cpus_per_job,
              "time": slurm_time, "account": slurm_account, "cluster": slurm_cluster}
-    default_executor = os.environ.get("CDLBENCH_EXECUTOR", "").strip() or "auto"
-    if default_executor not in ("auto", "inline", "local", "submitit"):
-        _fail_usage(f"$CDLBENCH_EXECUTOR: unknown executor {default_executor!r}; choose from auto, inline, local, "
-                    "submitit")
     # progress bars only on a terminal: in a log file the job lines below are the progress, one a job
     progress = not quiet and _is_terminal(sys.stderr)
     try:

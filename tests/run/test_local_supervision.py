@@ -127,7 +127,7 @@ def reap(pids) -> None:
 def test_a_worker_killed_while_idle_is_replaced_and_no_job_is_lost(tmp_path):
     """One training (two cells) on two workers: the second worker idles while the first trains.
     Killed then, it is replaced with a message; both cells complete, exit 0."""
-    path = suite(tmp_path, steps=3000)
+    path = suite(tmp_path, steps=2000)
     run = tmp_path / "run"
     proc = start([path, "--out", run, "--cache", tmp_path / "cache", "--executor", "local", "--jobs", 2,
                   "--threads", 1])
@@ -142,8 +142,8 @@ def test_a_worker_killed_while_idle_is_replaced_and_no_job_is_lost(tmp_path):
             before = {p: cpu_ticks(p) for p in workers}
             time.sleep(1.0)
             used = {p: cpu_ticks(p) - before[p] for p in workers}
-            busy = [p for p in workers if used[p] >= 20]
-            idle = [p for p in workers if used[p] <= 2]
+            busy = [p for p in workers if used[p] >= 5]      # clock ticks (1/100 s): a loaded machine shares the CPU
+            idle = [p for p in workers if used[p] <= 1]
             if len(busy) == 1 and len(idle) == 1:
                 break
             assert time.monotonic() < deadline, used
