@@ -127,7 +127,7 @@ def reap(pids) -> None:
 def test_a_worker_killed_while_idle_is_replaced_and_no_job_is_lost(tmp_path):
     """One training (two cells) on two workers: the second worker idles while the first trains.
     Killed then, it is replaced with a message; both cells complete, exit 0."""
-    path = suite(tmp_path, steps=2000)
+    path = suite(tmp_path, steps=4000)                # a few seconds of training on an idle machine
     run = tmp_path / "run"
     proc = start([path, "--out", run, "--cache", tmp_path / "cache", "--executor", "local", "--jobs", 2,
                   "--threads", 1])
@@ -139,8 +139,9 @@ def test_a_worker_killed_while_idle_is_replaced_and_no_job_is_lost(tmp_path):
                 break
         deadline = time.monotonic() + 60
         while True:                                  # the busy one accumulates CPU time, the idle one does not
+            assert proc.poll() is None, "the run ended before one worker was seen idle beside the busy one"
             before = {p: cpu_ticks(p) for p in workers}
-            time.sleep(1.0)
+            time.sleep(0.5)
             used = {p: cpu_ticks(p) - before[p] for p in workers}
             busy = [p for p in workers if used[p] >= 5]      # clock ticks (1/100 s): a loaded machine shares the CPU
             idle = [p for p in workers if used[p] <= 1]
