@@ -196,6 +196,7 @@ class LocalExecutor(Executor):
             try:
                 slot.conn.send(job)
             except OSError:        # it died between the check and the send (BrokenPipeError): not started
+                slot.process.join(timeout=5)
                 continue
             slot.job = job
             slot.idle_deaths = 0
