@@ -155,8 +155,12 @@ class LocalExecutor(Executor):
         self.log = log
         self._failed: list[Done] = []        # jobs that could not be handed to any worker
         self.slots: list[_Slot] = []
-        for i in range(self.workers):
-            self.slots.append(_Slot(i, self.settings, self.gpus[i], self.ctx))
+        try:
+            for i in range(self.workers):
+                self.slots.append(_Slot(i, self.settings, self.gpus[i], self.ctx))
+        except BaseException:          # Ctrl-C (or a failed start) half-way: no worker left behind
+            self.close()
+            raise
 
     def _say(self, text: str) -> None:
         if self.log is not None:
