@@ -209,6 +209,37 @@ def test_ctrl_c_while_workers_start_exits_130_without_worker_tracebacks(tmp_path
     assert not [p for p in workers if alive(p)]
 
 
+def test_ctrl_c_mid_run_stops_the_training_workers_at_once_and_quietly(tmp_path):
+    """The workers ignore SIGINT, so the coordinator stops them (busy ones are killed): exit 130
+    within seconds, no traceback, no warning about leaked semaphores (tqdm's lock in a killed worker)."""
+    path = suite(tmp_path, steps=200000, seeds=(0, 1))
+    proc = start([path, "--out", tmp_path / "run", "--cache", tmp_path / "cache", "--executor", "local",
+                  "--jobs", 2, "--threads", 1], start_new_session=True)
+    workers = []
+    try:
+        workers = wait_for_workers(proc, 2)
+        started = 0
+        for line in proc.stdout:
+            started += "start train" in line
+            if started == 2:
+                break
+        deadline = time.monotonic() + 120            # both training: well past their imports (about 2 CPU s)
+        while min(cpu_ticks(p) for p in workers) < 400:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        sent = time.monotonic()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+        reap(workers)
+    assert proc.returncode == 130, err[-3000:]
+    assert took < 10, took
+    assert "Traceback" not in err and "Warning" not in err and "leaked" not in err, err[-3000:]
+    assert not [p for p in workers if alive(p)]
+
+
 # ------------------------------------------------------------------ promise 21
 def test_progress_in_a_log_file_is_plain_lines_with_the_right_counts(tmp_path):
     """Output to files (not a terminal): no carriage-return progress bars, one line per job

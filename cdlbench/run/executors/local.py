@@ -55,6 +55,17 @@ def _end_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="cdlbench-parent-watch", daemon=True).start()
 
 
+def _thread_lock_for_tqdm() -> None:
+    """tqdm's default lock holds a multiprocessing semaphore; a worker killed mid-job (kill -9, or
+    the coordinator stopping a busy worker) would leave it behind and the resource tracker would
+    warn about it at exit. A worker shows no progress bar, a thread lock is enough."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    tqdm.set_lock(threading.RLock())
+
+
 def _worker(conn, settings: WorkerSettings, gpu: str | None, parent_pid: int | None = None) -> None:
     """A worker process: receive a job, run it, send back ("ok", outcome) or ("error", reason, tb)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # inherited ignored already; the coordinator handles Ctrl-C
@@ -62,6 +73,7 @@ def _worker(conn, settings: WorkerSettings, gpu: str | None, parent_pid: int | N
         _end_with_parent(parent_pid)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    _thread_lock_for_tqdm()
     while True:
         try:
             job = conn.recv()
