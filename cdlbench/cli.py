@@ -90,7 +90,8 @@ def _missing_suite(path: str) -> str:
               help="local/auto: worker processes (default one per visible GPU, else the CPUs); "
                    "submitit: most jobs at once")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads per worker (default 1 with auto; inline/local: the CPUs this process may use / workers)")
+              help="torch threads per worker (default 1 with auto; inline/local: the CPUs this process may use "
+                   "/ workers)")
 @click.option("--slurm-partition", default=None)
 @click.option("--slurm-gpus-per-job", type=click.IntRange(min=0), default=None)
 @click.option("--slurm-cpus-per-job", type=click.IntRange(min=1), default=None)
