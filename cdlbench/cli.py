@@ -34,6 +34,13 @@ def _fail_usage(message: str):
     sys.exit(2)
 
 
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):     # replaced or closed stream
+        return False
+
+
 def _version() -> str:
     from . import __version__
 
@@ -77,12 +84,16 @@ def _missing_suite(path: str) -> str:
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="checkpoint cache (default $CDLBENCH_CACHE, else <run directory's parent>/cache)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-@click.option("--executor", type=click.Choice(["inline", "local", "submitit"]), default=None,
-              help="inline (default): this process; local: worker processes; submitit: Slurm jobs")
+@click.option("--executor", type=click.Choice(["auto", "inline", "local", "submitit"]), default=None,
+              help="auto (default; $CDLBENCH_EXECUTOR sets another): local workers, one per CPU (1 thread each) "
+                   "or per GPU, inline where that is one; inline: this process; local: worker processes; "
+                   "submitit: Slurm jobs")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="local: worker processes (default one per visible GPU, else the CPUs); submitit: most jobs at once")
+              help="local/auto: worker processes (default one per visible GPU, else the CPUs); "
+                   "submitit: most jobs at once")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch threads per worker (default: the CPUs this process may use / workers)")
+              help="torch threads per worker (default 1 with auto; inline/local: the CPUs this process may use "
+                   "/ workers)")
 @click.option("--slurm-partition", default=None)
 @click.option("--slurm-gpus-per-job", type=click.IntRange(min=0), default=None)
 @click.option("--slurm-cpus-per-job", type=click.IntRange(min=1), default=None)
@@ -104,6 +115,10 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
 
     if not Path(suite).exists():
         _fail_usage(_missing_suite(suite))
+    default_executor = os.environ.get("CDLBENCH_EXECUTOR", "").strip() or "auto"
+    if default_executor not in ("auto", "inline", "local", "submitit"):
+        _fail_usage(f"$CDLBENCH_EXECUTOR: unknown executor {default_executor!r}; choose from auto, inline, local, "
+                    "submitit")
     try:
         s = load_suite(suite, seeds=_parse_seeds(seeds))
     except SuiteError as exc:
@@ -123,9 +138,11 @@ def run(suite, out, device, seeds, dry_run, no_cache, cache_dir, quiet, executor
     slurm = {"partition": slurm_partition, "gpus_per_job": slurm_gpus_per_job, "cpus_per_job": slurm_cpus_per_job,
              "time": slurm_time, "account": slurm_account, "cluster": slurm_cluster, "mem": slurm_mem, "qos": slurm_qos,
              "constraint": slurm_constraint, "gpu_type": slurm_gpu_type, "setup": list(slurm_setup) or None}
+    # progress bars only on a terminal: in a log file the job lines below are the progress, one a job
+    progress = not quiet and _is_terminal(sys.stderr)
     try:
-        runner = Runner(s, out, device=device, use_cache=not no_cache, cache_dir=cache_dir, progress=not quiet,
-                        executor=executor, jobs=jobs, threads=threads, slurm=slurm)
+        runner = Runner(s, out, device=device, use_cache=not no_cache, cache_dir=cache_dir, progress=progress,
+                        executor=executor, jobs=jobs, threads=threads, slurm=slurm, default_executor=default_executor)
         summary = runner.execute()
     except UserError as exc:    # a second run on the same directory, another suite's, a missing package
         _fail_usage(str(exc))

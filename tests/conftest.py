@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# The command line's default executor (auto) starts worker processes, which do not see what a test
+# registers or patches in-process: the tests run inline unless they ask (tests/run/test_local_supervision.py
+# tests the default itself).
+os.environ["CDLBENCH_EXECUTOR"] = "inline"
 
 # One intra-op thread: the tensors here are small, and results stay identical across machines.
 torch.set_num_threads(1)

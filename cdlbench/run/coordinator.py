@@ -52,11 +52,12 @@ class RunOptions:
     threads: int | None = None
     accelerate: dict = field(default_factory=dict)
     slurm: dict = field(default_factory=dict)       # partition, time, mem, qos, gpu_type, setup, ... (--slurm-*)
+    default_executor: str = "inline"                # when neither the options nor the suite name one (CLI: auto)
 
     def merged(self, suite: Suite) -> "RunOptions":
         block = dict(suite.executor or {})
         slurm = {k[len("slurm_"):]: v for k, v in block.items() if k.startswith("slurm_")}
-        return dataclasses.replace(self, executor=self.executor or block.get("name") or "inline",
+        return dataclasses.replace(self, executor=self.executor or block.get("name") or self.default_executor,
                                    jobs=self.jobs or block.get("jobs"), threads=self.threads or block.get("threads"),
                                    slurm={**slurm, **{k: v for k, v in self.slurm.items() if v is not None}})
 
@@ -82,9 +83,34 @@ def default_cache(out_dir: Path) -> Path:
     return Path(env) if env else Path(out_dir).parent / "cache"
 
 
-def make_executor(opts: RunOptions, run_dir: Path, log):
+def _under_torchrun() -> bool:
+    from .distributed import launched_by_torchrun
+
+    return launched_by_torchrun()
+
+
+def resolve_auto(opts: RunOptions, pending: int) -> RunOptions:
+    """`auto` (the command line's default): use the machine. On CPU, min(CPUs, jobs to run) local
+    workers with one torch thread each (one thread: the committed runs' numbers, bit for bit;
+    the thread count is in every record's env_device); on GPUs one worker per visible GPU. Where
+    that is one worker (one CPU, one GPU, one job) the job runs inline, with the same settings
+    and no process to start; under torchrun, inline (it shards each EvalJob over the ranks)."""
+    from .executors.local import visible_gpus
+
+    device = opts.device or "auto"
+    gpus = visible_gpus() if device in ("auto", "cuda") else []
+    if _under_torchrun():
+        return dataclasses.replace(opts, executor="inline", threads=opts.threads or (None if gpus else 1))
+    workers = opts.jobs or max(1, min(len(gpus) or available_cpus(), pending))
+    threads = opts.threads or (None if gpus else 1)
+    return dataclasses.replace(opts, executor="local" if workers > 1 else "inline", jobs=workers, threads=threads)
+
+
+def make_executor(opts: RunOptions, run_dir: Path, log, pending: int | None = None):
     """The executor the options name, with its thread count (default: the CPUs this process may
-    use, divided among its workers)."""
+    use, divided among its workers); `auto` is resolved for `pending` jobs (resolve_auto)."""
+    if opts.executor == "auto":
+        opts = resolve_auto(opts, 1 if pending is None else pending)
     device = opts.device or "auto"
     if opts.executor == "inline":
         threads = opts.threads or default_threads(1)
@@ -96,7 +122,7 @@ def make_executor(opts: RunOptions, run_dir: Path, log):
         gpus = visible_gpus() if device in ("auto", "cuda") else []
         workers = opts.jobs or len(gpus) or max(1, min(available_cpus(), 8))
         return EXECUTORS["local"](device, workers, opts.threads or default_threads(1 if gpus else workers),
-                                  accelerate=opts.accelerate)
+                                  accelerate=opts.accelerate, log=log)
     s = opts.slurm
     return EXECUTORS["submitit"](run_dir / ".submitit", device, opts.threads or s.get("cpus_per_job") or 1,
                                  cluster=s.get("cluster"), partition=s.get("partition"),
@@ -110,8 +136,9 @@ class Coordinator:
     def __init__(self, suite: Suite, out_dir: str | Path, options: RunOptions | None = None, log=print):
         self.suite = suite
         self.opts = (options or RunOptions()).merged(suite)
-        if self.opts.executor not in EXECUTORS:
-            raise UserError(f"--executor: unknown executor {self.opts.executor!r}; choose from {', '.join(EXECUTORS)}")
+        if self.opts.executor not in EXECUTORS and self.opts.executor != "auto":
+            raise UserError(f"--executor: unknown executor {self.opts.executor!r}; choose from auto, "
+                            f"{', '.join(EXECUTORS)}")
         self.run = RunDir(out_dir)
         self.cache_dir = Path(self.opts.cache_dir) if self.opts.cache_dir else default_cache(self.run.path)
         self.log = log
@@ -122,9 +149,11 @@ class Coordinator:
     # ------------------------------------------------------------- the run
     def execute(self) -> RunSummary:
         """Run every cell not yet complete, holding the run directory's lock (cdlbench/run/lock.py)."""
-        self.executor = make_executor(self.opts, self.run.path, self.log)
+        self.executor = None        # `auto`: made once the jobs to run are known (_execute)
+        if self.opts.executor != "auto" or _under_torchrun():
+            self.executor = make_executor(self.opts, self.run.path, self.log)
         try:
-            if self.executor.follower:
+            if self.executor is not None and self.executor.follower:
                 return self._follow()
             with RunLock(self.run.path):
                 self.run.check_resumable(self.suite.resolved(), self.config_hash)
@@ -132,7 +161,8 @@ class Coordinator:
                 self.run.write_config(self.suite.resolved())
                 return self._execute(self.run.complete_cells(self.config_hash))
         finally:
-            self.executor.close()
+            if self.executor is not None:
+                self.executor.close()
 
     def _follow(self) -> RunSummary:
         """A torchrun rank > 0: the same jobs as rank 0 (it computes its share of every EvalJob's
@@ -140,7 +170,7 @@ class Coordinator:
         return self._execute(self.run.complete_cells(self.config_hash), write=False)
 
     def _execute(self, complete: set, write: bool = True) -> RunSummary:
-        summary = RunSummary(self.run.path, executor=self.executor.describe())
+        summary = RunSummary(self.run.path, executor=self.executor.describe() if self.executor is not None else "")
         jobs = plan(self.suite, device=self.opts.device, cache_dir=self.cache_dir, use_cache=self.opts.use_cache)
         evals = [j for j in jobs if isinstance(j, EvalJob)]
         summary.skipped = [j.cell for j in evals if j.cell in complete]
@@ -156,6 +186,9 @@ class Coordinator:
         queue = [j for j in jobs if (isinstance(j, EvalJob) and j.cell not in complete)
                  or (isinstance(j, TrainJob) and j.id in wanted)]
         self.write = write
+        if self.executor is None:
+            self.executor = make_executor(self.opts, self.run.path, self.log, pending=len(queue))
+            summary.executor = self.executor.describe()
         self.say(f"{len(queue)} job(s) to run with {summary.executor}; {len(summary.skipped)} cell(s) already complete")
         finished: dict[str, Done] = {}
         started = time.perf_counter()
@@ -166,7 +199,7 @@ class Coordinator:
             for job in ready[: self.executor.free_slots()]:
                 queue.remove(job)
                 job = self._with_weights(job, finished)
-                self.say(f"[{self._progress(finished, queue)}] start {self._name(job)}")
+                self.say(f"[{self._progress(finished, queue, starting=1)}] start {self._name(job)}")
                 self.executor.submit(job, list(job.depends_on)) if eager else self.executor.submit(job)
             if not self.executor.running():
                 if queue and not ready:     # cannot happen: every dependency is planned before its job
@@ -184,8 +217,9 @@ class Coordinator:
     def _name(job) -> str:
         return f"train {job.label}" if isinstance(job, TrainJob) else f"eval {job.cell}"
 
-    def _progress(self, finished: dict, queue: list) -> str:
-        return f"jobs: {len(finished)} done, {len(self.executor.running())} running, {len(queue)} queued"
+    def _progress(self, finished: dict, queue: list, starting: int = 0) -> str:
+        """`starting`: the job about to be submitted (the executor does not hold it yet)."""
+        return f"jobs: {len(finished)} done, {len(self.executor.running()) + starting} running, {len(queue)} queued"
 
     def _with_weights(self, job, finished: dict):
         """An EvalJob gets its TrainJob's weights, a fine-tune its pretraining's weights (and Adam
@@ -264,7 +298,8 @@ class Runner(Coordinator):
     def __init__(self, suite: Suite, out_dir: str | Path, device: str | None = None, use_cache: bool = True,
                  cache_dir: str | Path | None = None, progress: bool = True, log=print,
                  accelerate: dict | None = None, executor: str | None = None, jobs: int | None = None,
-                 threads: int | None = None, slurm: dict | None = None):
+                 threads: int | None = None, slurm: dict | None = None, default_executor: str = "inline"):
         super().__init__(suite, out_dir, RunOptions(device, use_cache, cache_dir, progress, executor, jobs, threads,
-                                                    dict(accelerate or {}), dict(slurm or {})), log)
+                                                    dict(accelerate or {}), dict(slurm or {}), default_executor),
+                         log)
         self.log = log
