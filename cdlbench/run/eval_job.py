@@ -12,8 +12,10 @@ import numpy as np
 import torch
 
 from ..denoiser import Denoiser
+from ..metrics.base import MetricValue
 from ..metrics.convergence import first_below
 from ..registry import METRICS, SAMPLERS
+from ..seeding import make_generator
 from .checkpoints import load_checkpoint
 from .context import JobContext
 from .data import Prepared, prepare, reference_points
@@ -62,13 +64,33 @@ def trained_denoiser(job: EvalJob, prep: Prepared, device: torch.device) -> tupl
     return Denoiser.wrap(net), info
 
 
-def _record(metric, value, unit="", higher=False, comp=None, censored=False) -> dict:
+def _record(metric, value, unit="", higher=False, comp=None, censored=False, own: dict | None = None) -> dict:
+    """One record; `own`: p_metric_<key> values of this record replacing the metric's (e.g. one bandwidth)."""
     r = {"metric": metric, "value": value, "unit": unit, "higher_is_better": higher}
     if censored:
         r["censored"] = True
     if comp is not None:
         r.update(flatten_params("metric", comp))
+    if own:
+        r.update(flatten_params("metric", own))
     return r
+
+
+def _value_records(name: str, value, spec, comp) -> list:
+    """The records of one metric's value: a number, a dict of declared parts, or a list of MetricValue."""
+    if isinstance(value, dict):      # one record per declared part, e.g. score_error_id
+        return [_record(f"{name}_{part}", v, spec.unit, spec.higher_is_better, comp) for part, v in value.items()]
+    if isinstance(value, list):      # several values, each with its own parameters (e.g. MMD bandwidths)
+        out = []
+        for v in value:
+            if not isinstance(v, MetricValue):
+                raise TypeError(f"metric {name!r} returned a list of {type(v).__name__}, not of MetricValue")
+            out.append(_record(name if v.part is None else f"{name}_{v.part}", v.value,
+                               spec.unit if v.unit is None else v.unit,
+                               spec.higher_is_better if v.higher_is_better is None else v.higher_is_better,
+                               comp, own=v.params))
+        return out
+    return [_record(name, value, spec.unit, spec.higher_is_better, comp)]
 
 
 def check_finite(samples: torch.Tensor) -> None:
@@ -99,22 +121,22 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
         ref = reference_points(prep, job.seed, metric.reference_count(job.n_samples), metric.reference_source)
         final_ref = ref if metric.final_reference_count is None else \
             reference_points(prep, job.seed, metric.final_reference_count, metric.reference_source)
+        # random draws of a metric (e.g. MMD's permutations): the cell seed's generator for this metric
+        context["generator"] = make_generator(torch.device("cpu"), job.seed, "metric", m.name)
         value = metric(result.samples, final_ref, **{k: context[k] for k in spec.context})
         artifacts.setdefault("data", ref)            # the first metric's data, for the sample plots
-        if isinstance(value, dict):      # one record per declared part, e.g. score_error_id
-            for part, v in value.items():
-                records.append(_record(f"{m.name}_{part}", v, spec.unit, spec.higher_is_better, m))
-        else:
-            records.append(_record(m.name, value, spec.unit, spec.higher_is_better, m))
+        records += _value_records(m.name, value, spec, m)
         for key, arr in metric.artifacts.items():
             artifacts[f"{m.name}.{key}"] = arr
         if result.trace and spec.per_iteration:
-            curve = [metric(state, ref) for state in result.trace]
-            curves += [{"metric": m.name, "x": i, "value": v, **flatten_params("metric", m)}
+            curve = [metric.per_iteration(state, ref) for state in result.trace]
+            own = flatten_params("metric", dict(metric.curve_params))
+            curves += [{"metric": m.name, "x": i, "value": v, **flatten_params("metric", m), **own}
                        for i, v in enumerate(curve, 1)]
             if metric.threshold is not None:
                 hit = first_below(curve, metric.threshold, metric.threshold_inclusive)
-                records.append(_record(f"{m.name}_iters_to_threshold", hit, "passes", False, m, censored=hit is None))
+                records.append(_record(f"{m.name}_iters_to_threshold", hit, "passes", False, m, censored=hit is None,
+                                       own=dict(metric.curve_params)))
     return records, curves
 
 
