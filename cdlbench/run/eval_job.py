@@ -14,7 +14,7 @@ import torch
 from ..denoiser import Denoiser
 from ..metrics.base import MetricValue
 from ..metrics.convergence import first_below
-from ..registry import METRICS, SAMPLERS
+from ..registry import LOSSES, METRICS, SAMPLERS
 from ..seeding import make_generator
 from .checkpoints import load_checkpoint
 from .context import JobContext
@@ -22,6 +22,10 @@ from .data import Prepared, prepare, reference_points
 from .plan import EvalJob, flatten_params
 from .sampling import CellSampler
 from .train_job import build_network, checkpoint_path, snapshot_config, snapshot_path
+
+
+#: record of the share of the sampler's denoiser evaluations at log-SNRs outside the loss's training range
+OOD_EVAL_SHARE = "ood_eval_share"
 
 
 class NonFiniteSamples(RuntimeError):
@@ -62,6 +66,14 @@ def trained_denoiser(job: EvalJob, prep: Prepared, device: torch.device) -> tupl
         info = blob["train_log"]
     net.eval()
     return Denoiser.wrap(net), info
+
+
+def training_range(job: EvalJob, prep: Prepared) -> tuple[float, float] | None:
+    """The log-SNR range the cell's loss trains the denoiser on (its `training_logsnr_range`; None
+    for a loss that declares none). A fine-tune is judged by its own loss's range."""
+    loss = LOSSES.build(job.loss.name, job.loss.params, data_var=prep.data_var.cpu(), shape=prep.shape)
+    declared = getattr(loss, "training_logsnr_range", None)
+    return declared() if callable(declared) else None
 
 
 def _record(metric, value, unit="", higher=False, comp=None, censored=False, own: dict | None = None) -> dict:
@@ -111,6 +123,9 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
     records += [_record("iterations", result.iterations, "passes"), _record("nfe", result.nfe, "evals")]
     for name, unit in SAMPLERS.entry(job.sampler.name).spec.extra_figures:   # e.g. Jacobian products
         records.append(_record(name, result.extra.get(name), unit))
+    share = sampler.ood_share()
+    if share is not None:                    # diagnostic of the mechanism: queried outside the training range
+        records.append(_record(OOD_EVAL_SHARE, share, "share"))
     records += [_record("wall_clock", result.wall_s, "s"), _record("converged", float(result.converged), ""),
                 _record("train_seconds", train_info.get("seconds", float("nan")), "s"),
                 _record("train_final_loss", train_info.get("final_loss", float("nan")), "")]
@@ -159,7 +174,7 @@ def samples_blob(job: EvalJob, result, ref, artifacts: dict) -> bytes:
 def eval_job(job: EvalJob, ctx: JobContext) -> EvalOutcome:
     prep = prepare(job.dataset, job.seed, ctx.device)
     denoiser, info = trained_denoiser(job, prep, ctx.device)
-    sampler = CellSampler(job, denoiser, prep.shape, ctx.device, ctx.world, ctx.accelerate)
+    sampler = CellSampler(job, denoiser, prep.shape, ctx.device, ctx.world, ctx.accelerate, training_range(job, prep))
     result, extra = sampler.sample(job.trace, prep.is_image)
     log = [extra.pop("_note")] if "_note" in extra else []
     check_finite(result.samples)
