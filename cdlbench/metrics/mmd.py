@@ -112,7 +112,7 @@ def mmd2_permutation_pvalue(x: torch.Tensor, y: torch.Tensor, observed: list[flo
     splits = permutation_splits(x.shape[0], y.shape[0], permutations, generator)
     null = pooled_mmd2(torch.cat([x.flatten(1), y.flatten(1)]).to(splits.device), splits, bandwidths, block)
     obs = torch.tensor(observed, dtype=torch.float64).unsqueeze(1)
-    return ((1.0 + (null >= obs).sum(1)) / (1.0 + permutations)).tolist()
+    return ((1.0 + (null >= obs).sum(1).double()) / (1.0 + permutations)).tolist()
 
 
 def _bandwidth_ok(v):
