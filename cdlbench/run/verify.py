@@ -127,6 +127,9 @@ def verify_run(path: str | Path) -> Verification:
     report.problems += [Issue(run.failures, ln, "unreadable", f"{why}; line ignored")
                         for ln, _, why in iter_jsonl(run.failures, warn=False) if why is not None]
     report.problems.sort(key=lambda p: (str(p.file), p.line))
+    if scan.extended:
+        report.notes.append(f"{scan.extended} cell(s) gained records from their saved samples (a later group "
+                            f"extends the earlier one: the same rows and more); the earlier groups are not counted")
     if scan.legacy:
         report.notes.append(f"{scan.legacy} complete cell(s) have legacy markers (no digest); they are accepted, "
                             f"`cdlbench repair` upgrades them")
