@@ -94,3 +94,22 @@ def test_bad_metrics_exit_2_and_write_nothing(tmp_path, capsys):
         assert (run / "records.jsonl").read_bytes() == before
     finally:
         METRICS.unregister("needs_model_test")
+
+
+def test_an_extending_group_must_repeat_the_rows_it_extends(tmp_path):
+    from cdlbench.run.rundir import rows_digest
+
+    run = RunDir(tmp_path / "r")
+    ident = {"suite": "s", "suite_version": 1, "cell": "c", "seed": 0}
+    first = [{**ident, "metric": "nfe", "value": 3, "unit": "evals", "higher_is_better": False}]
+    extra = [{**ident, "metric": "energy", "value": 0.5, "unit": "", "higher_is_better": False}]
+    run.commit_cell(first, [], "h")
+    run.commit_cell(first + extra, [], "h", extends=rows_digest(first))
+    scan = run.scan("h")
+    assert scan.extended == 1 and not scan.issues and run.load_records() == first + extra
+    changed = [{**first[0], "value": 4}]                    # claims to extend, but changes a row
+    run.commit_cell(changed + extra, [], "h", extends=rows_digest(first + extra))
+    scan = run.scan("h")
+    assert scan.extended == 1 and [i.kind for i in scan.issues] == ["superseded"]
+    run.commit_cell(changed, [], "h", extends=rows_digest(changed + extra))   # fewer rows: not an extension
+    assert [i.kind for i in run.scan("h").issues] == ["superseded", "superseded"]
