@@ -1,11 +1,11 @@
-"""Energy distance (Szekely & Rizzo 2013, eq. 3.1), squared, as an unbiased U-statistic:
+"""Energy distance (Szekely & Rizzo 2013), squared, as an unbiased U-statistic:
 
     E^2(P, Q) = 2 E|X - Y| - E|X - X'| - E|Y - Y'|,    X, X' ~ P,  Y, Y' ~ Q,  |.| Euclidean,
 
 each expectation estimated by the mean over distinct pairs (i != j within a sample). E^2 >= 0 with
 equality iff P = Q; its estimate is unbiased, so it scatters around 0 (negative values included)
-when the two laws agree. It is the MMD^2 of the distance-induced kernel (Sejdinovic et al. 2013,
-Theorem 22): no bandwidth to choose. Distance sums run over blocks of rows (bounded memory);
+when the two laws agree. It is the MMD^2 of the distance-induced kernel (Sejdinovic et al. 2013):
+no bandwidth to choose. Distance sums run over blocks of rows (bounded memory);
 docs/metrics.md, "Energy distance"."""
 from __future__ import annotations
 

@@ -4,7 +4,7 @@
 
 the cross-entropy estimated exactly-unbiasedly by -(1/N) sum_i log p_data(x_i) (`data_nll`), the
 entropy of the samples by the Kozachenko-Leonenko k-nearest-neighbour estimator (Kozachenko &
-Leonenko 1987; Kraskov, Stoegbauer & Grassberger 2004, eq. 20):
+Leonenko 1987; Kraskov, Stoegbauer & Grassberger 2004, eq. 20 written with rho = eps / 2):
 
     H_hat = psi(N) - psi(k) + log c_d + (d / N) sum_i log rho_k(i),
 

@@ -2,8 +2,8 @@
 Gaussian kernel k(r) = exp(-r^2 / (2 bw)) / sqrt(2 pi bw), bw a variance (number or "median").
 
 Kernel sums run over blocks of rows (at most MAX_BLOCK_ELEMENTS kernel entries at a time), so
-8000 x 8000 sums need tens of MB, not GB. The permutation test (Gretton et al. 2012, section 4:
-the null law of MMD^2_u by relabelling the pooled sample) draws all relabellings at once and
+8000 x 8000 sums need tens of MB, not GB. The permutation test (Gretton et al. 2012: the null law
+of MMD^2_u by relabelling the pooled sample) draws all relabellings at once and
 gets every permuted statistic from one blocked pass over the pooled kernel matrix
 (docs/metrics.md, "MMD")."""
 from __future__ import annotations
@@ -69,7 +69,7 @@ def pooled_mmd2(pooled: torch.Tensor, in_first: torch.Tensor, bandwidths: list[f
     """MMD^2_u of every split of the pooled points [N, ...] that `in_first` [N, P] (1.0: the point is
     in the first sample, 0.0: in the second; every column holds m ones) describes, at each
     bandwidth -> [len(bandwidths), P]. With a the indicator of a split and K the kernel matrix with a
-    zero diagonal (Gretton et al. 2012, eq. 3): sum_xx = a.K a, sum_xy = a.K (1 - a),
+    zero diagonal (the U-statistic of Gretton et al. 2012, eq. 3): sum_xx = a.K a, sum_xy = a.K (1 - a),
     sum_yy = (1 - a).K (1 - a); one blocked pass computes K @ in_first for all columns at once."""
     z = pooled.flatten(1).double()
     a = in_first.to(device=z.device, dtype=torch.float64)
@@ -108,7 +108,7 @@ def mmd2_permutation_pvalue(x: torch.Tensor, y: torch.Tensor, observed: list[flo
                             permutations: int, generator: torch.Generator, block: int | None = None) -> list[float]:
     """p-value of MMD^2_u = observed (one per bandwidth) under H0: x and y from one law, from
     `permutations` random relabellings of the pooled sample: (1 + #{null >= observed}) / (1 + P),
-    valid at any P (Phipson & Smyth 2010, eq. 2)."""
+    valid at any P (Phipson & Smyth 2010)."""
     splits = permutation_splits(x.shape[0], y.shape[0], permutations, generator)
     null = pooled_mmd2(torch.cat([x.flatten(1), y.flatten(1)]).to(splits.device), splits, bandwidths, block)
     obs = torch.tensor(observed, dtype=torch.float64).unsqueeze(1)

@@ -1,10 +1,10 @@
-"""Sliced Wasserstein distance (Bonneel et al. 2015, eq. 2; Rabin et al. 2011):
+"""Sliced Wasserstein distance (Rabin et al. 2011; Bonneel et al. 2015):
 
     SW_p(P, Q) = ( E_theta W_p^p(theta#P, theta#Q) )^(1/p),   theta uniform on the unit sphere,
 
 estimated with L random directions (drawn from the harness's generator). Each 1-D W_p between the
-projected empirical laws is exact: W_p^p = Integral_0^1 |F^-1(u) - G^-1(u)|^p du (Villani 2003,
-Theorem 2.18 / Remark 2.19 for the real line), the quantile functions being step functions that
+projected empirical laws is exact: on the real line W_p^p = Integral_0^1 |F^-1(u) - G^-1(u)|^p du
+(the quantile-function form of optimal transport in 1-D), the quantile functions being step functions that
 change at u = i/m and u = j/n, so the integral is a sum over the m + n pieces between those
 points. In 1-D the one direction is +-1 and SW_p = W_p. The plug-in estimate is biased upwards
 at finite sample sizes (> 0 even when P = Q; docs/metrics.md, "Sliced Wasserstein")."""
