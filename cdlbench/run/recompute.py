@@ -37,7 +37,7 @@ from .coordinator import samples_file
 from .data import prepare, reference_points
 from .eval_job import _value_records
 from .lock import RunLock
-from .plan import sample_count
+from .plan import cell_identity, sample_count
 from .rundir import MEASUREMENT_KEYS, RunDir, RunDirMismatch, rows_digest, suite_config_hash
 
 #: context a metric may take from a run directory (the rest needs the trained model: rerun)
@@ -80,6 +80,13 @@ def _params(row: dict) -> tuple:
     return tuple(sorted((k, json.dumps(v, default=str)) for k, v in row.items() if k.startswith("p_metric_")))
 
 
+def _cell_key(ident: dict) -> tuple:
+    """A cell by its seed and parameters (p_* columns but the metric's): labels may order
+    parameters as the suite file did, config.yaml as resolved."""
+    return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in ident.items()
+                        if k == "seed" or (k.startswith("p_") and not k.startswith("p_metric_"))))
+
+
 def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) -> RecomputeReport:
     """Add `metrics` (suite-style mappings) to every complete cell of the run whose samples suffice."""
     run = RunDir(run_path)
@@ -88,6 +95,7 @@ def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) 
     cfg, original, new = _metric_suite(run, metrics)
     config_hash = suite_config_hash(cfg)
     cells = {c.name: c for c in original.cells()}
+    by_key = {_cell_key(cell_identity(original, c)): c for c in original.cells()}
     n_cell = sample_count(original)
     report = RecomputeReport()
     with RunLock(run.path):
@@ -96,7 +104,7 @@ def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) 
             by_cell.setdefault(row["cell"], []).append(row)
         prepared = {}
         for name, rows in by_cell.items():
-            cell = cells.get(name)
+            cell = cells.get(name) or by_key.get(_cell_key(rows[0]))
             path = samples_file(run.path, name)
             if cell is None or not path.exists():
                 report.rerun += [(name, m.name, "no saved samples" if cell else "not a cell of config.yaml")
