@@ -136,8 +136,9 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
         ref = reference_points(prep, job.seed, metric.reference_count(job.n_samples), metric.reference_source)
         final_ref = ref if metric.final_reference_count is None else \
             reference_points(prep, job.seed, metric.final_reference_count, metric.reference_source)
-        # random draws of a metric (e.g. MMD's permutations): the cell seed's generator for this metric
-        context["generator"] = make_generator(torch.device("cpu"), job.seed, "metric", m.name)
+        # random draws of a metric (e.g. MMD permutations): a generator of the cell seed and this
+        # metric (its key: name and parameters)
+        context["generator"] = make_generator(torch.device("cpu"), job.seed, "metric", m.key())
         value = metric(result.samples, final_ref, **{k: context[k] for k in spec.context})
         artifacts.setdefault("data", ref)            # the first metric's data, for the sample plots
         records += _value_records(m.name, value, spec, m)

@@ -133,7 +133,7 @@ def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) 
                 final_ref = ref if metric.final_reference_count is None else \
                     reference_points(prep, cell.seed, metric.final_reference_count, metric.reference_source)
                 context = {"dataset": prep.dataset, "labels": labels,
-                           "generator": make_generator(torch.device("cpu"), cell.seed, "metric", m.name)}
+                           "generator": make_generator(torch.device("cpu"), cell.seed, "metric", m.key())}
                 value = metric(samples, final_ref, **{k: context[k] for k in spec.context})
                 fresh = [{**ident, **r} for r in _value_records(m.name, value, spec, m)]
                 if any((r["metric"], _params(r)) in have for r in fresh):
