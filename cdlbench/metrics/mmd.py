@@ -41,27 +41,44 @@ def block_rows(columns: int, max_elements: int | None = None) -> int:
     return max(1, (max_elements or MAX_BLOCK_ELEMENTS) // max(1, columns))
 
 
-def _kernel_sum(x: torch.Tensor, y: torch.Tensor, bw: float, exclude_diagonal: bool, block: int | None = None) -> torch.Tensor:
+def _kernel_sums(x: torch.Tensor, y: torch.Tensor, bws: list[float], exclude_diagonal: bool,
+                 block: int | None = None) -> list[torch.Tensor]:
+    """sum_ij k_bw(x_i, y_j) for each bandwidth (i != j with exclude_diagonal), the squared
+    distances of a block computed once for all bandwidths; per bandwidth the same operations in
+    the same order as for that bandwidth alone."""
     block = block or block_rows(y.shape[0])
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    totals = [torch.zeros((), dtype=torch.float64, device=x.device) for _ in bws]
     for i in range(0, x.shape[0], block):
-        k = torch.exp(-_sq_dists(x[i:i + block], y) / (2.0 * bw))
-        if exclude_diagonal:
-            rows = torch.arange(k.shape[0], device=x.device)
-            k[rows, rows + i] = 0.0
-        total = total + k.sum()
-    return total / math.sqrt(2.0 * math.pi * bw)
+        d2 = _sq_dists(x[i:i + block], y)
+        for j, bw in enumerate(bws):
+            k = torch.exp(-d2 / (2.0 * bw))
+            if exclude_diagonal:
+                rows = torch.arange(k.shape[0], device=x.device)
+                k[rows, rows + i] = 0.0
+            totals[j] = totals[j] + k.sum()
+    return [t / math.sqrt(2.0 * math.pi * bw) for t, bw in zip(totals, bws)]
+
+
+def _kernel_sum(x: torch.Tensor, y: torch.Tensor, bw: float, exclude_diagonal: bool, block: int | None = None) -> torch.Tensor:
+    return _kernel_sums(x, y, [bw], exclude_diagonal, block)[0]
 
 
 def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor, bandwidth: float | str = "median", block: int | None = None) -> float:
     """MMD^2_u between samples x [m, ...] and y [n, ...] (block: rows per kernel block, None: bounded
     by MAX_BLOCK_ELEMENTS)."""
     bw = median_bandwidth(x, y) if bandwidth == "median" else float(bandwidth)
+    return mmd2_unbiased_many(x, y, [bw], block)[0]
+
+
+def mmd2_unbiased_many(x: torch.Tensor, y: torch.Tensor, bandwidths: list[float], block: int | None = None) -> list[float]:
+    """MMD^2_u at each (numeric) bandwidth, each equal to mmd2_unbiased at that bandwidth alone
+    (the kernel sums share their squared distances)."""
     m, n = x.shape[0], y.shape[0]
-    kxx = _kernel_sum(x, x, bw, True, block) / (m * (m - 1))
-    kyy = _kernel_sum(y, y, bw, True, block) / (n * (n - 1))
-    kxy = _kernel_sum(x, y, bw, False, block) / (m * n)
-    return float((kxx + kyy - 2.0 * kxy).item())
+    kxx = _kernel_sums(x, x, bandwidths, True, block)
+    kyy = _kernel_sums(y, y, bandwidths, True, block)
+    kxy = _kernel_sums(x, y, bandwidths, False, block)
+    return [float((a / (m * (m - 1)) + b / (n * (n - 1)) - 2.0 * (c / (m * n))).item())
+            for a, b, c in zip(kxx, kyy, kxy)]
 
 
 def pooled_mmd2(pooled: torch.Tensor, in_first: torch.Tensor, bandwidths: list[float],
@@ -186,7 +203,7 @@ class MMD(Metric):
         given = self.bandwidths or [self.bandwidth]
         median = median_bandwidth(x, reference) if "median" in given else None
         bws = [median if b == "median" else float(b) for b in given]
-        values = [mmd2_unbiased(x, reference, bw) for bw in bws]
+        values = mmd2_unbiased_many(x, reference, bws)
         pvalues = None
         if self.permutations:
             if generator is None:
