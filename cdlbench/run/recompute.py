@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -81,10 +82,18 @@ def _params(row: dict) -> tuple:
 
 
 def _cell_key(ident: dict) -> tuple:
-    """A cell by its seed and parameters (p_* columns but the metric's): labels may order
-    parameters as the suite file did, config.yaml as resolved."""
+    """A cell by its seed and parameters (p_* columns but the metric's and the snapshot step's):
+    labels may order parameters as the suite file did, config.yaml as resolved."""
     return tuple(sorted((k, json.dumps(v, sort_keys=True, default=str)) for k, v in ident.items()
-                        if k == "seed" or (k.startswith("p_") and not k.startswith("p_metric_"))))
+                        if k == "seed" or (k.startswith("p_") and not k.startswith("p_metric_")
+                                           and k not in ("p_train_step", "p_train_snapshots"))))
+
+
+def _suite_cell(name: str, row: dict, cells: dict, by_key: dict):
+    """The suite cell of a record's cell (a snapshot cell `<cell>/step=N` is its cell's: the same
+    data and reference points), by name, else by seed and parameters; None when none matches."""
+    base = re.sub(r"/step=\d+$", "", name)
+    return cells.get(name) or cells.get(base) or by_key.get(_cell_key(row))
 
 
 def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) -> RecomputeReport:
@@ -104,7 +113,7 @@ def recompute(run_path: str | Path, metrics: list[dict], dry_run: bool = False) 
             by_cell.setdefault(row["cell"], []).append(row)
         prepared = {}
         for name, rows in by_cell.items():
-            cell = cells.get(name) or by_key.get(_cell_key(rows[0]))
+            cell = _suite_cell(name, rows[0], cells, by_key)
             path = samples_file(run.path, name)
             if cell is None or not path.exists():
                 report.rerun += [(name, m.name, "no saved samples" if cell else "not a cell of config.yaml")

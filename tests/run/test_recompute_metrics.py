@@ -113,3 +113,15 @@ def test_an_extending_group_must_repeat_the_rows_it_extends(tmp_path):
     assert scan.extended == 1 and [i.kind for i in scan.issues] == ["superseded"]
     run.commit_cell(changed, [], "h", extends=rows_digest(changed + extra))   # fewer rows: not an extension
     assert [i.kind for i in run.scan("h").issues] == ["superseded", "superseded"]
+
+
+def test_snapshot_and_reordered_cells_find_their_suite_cell():
+    from cdlbench.run.recompute import _cell_key, _suite_cell
+
+    cell = object()
+    cells = {"dino/mlp/ddpm/picard/seed=1": cell}
+    row = {"seed": 1, "p_model_width": 8, "p_train_step": 20000, "p_metric_bandwidth": 0.03}
+    assert _suite_cell("dino/mlp/ddpm/picard/seed=1/step=20000", row, cells, {}) is cell
+    by_key = {_cell_key({"seed": 1, "p_model_width": 8}): cell}      # a label with parameters in another order
+    assert _suite_cell("dino/mlp[b=1,a=2]/ddpm/picard/seed=1", row, {}, by_key) is cell
+    assert _suite_cell("other/seed=2", {**row, "seed": 2}, cells, by_key) is None
