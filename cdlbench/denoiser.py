@@ -11,6 +11,10 @@ CDL repeat them per Monte-Carlo point); unconditional calls pass no labels.
 They are related by (docs/method.md section 1)
     D(x_ve; sigma) = x_ve - sigma * eps_hat(x_ve / sqrt(1 + sigma^2), a = -2 log sigma).
 Samplers, losses and metrics use a view; none branches on how the network was parameterised.
+
+A `NoiseLevelCounter` attached as `denoiser.levels` counts the evaluations (rows of every
+batched call) and those at a log-SNR outside a training range, in either view (the x0 view at
+a = -2 log sigma); the runner's diagnostic `ood_eval_share` (docs/metrics.md).
 """
 from __future__ import annotations
 
@@ -35,6 +39,32 @@ def _expand(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
+class NoiseLevelCounter:
+    """Evaluations of a denoiser and those at a log-SNR outside [lo, hi] (with a slack of RANGE_SLACK
+    for the rounding of float32 grids), summed as tensors on the calls' device: no host sync per call."""
+
+    #: log-SNR units a level may lie beyond [lo, hi] and still count as inside (float32 rounding of grid ends)
+    RANGE_SLACK = 1e-3
+
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = float(lo), float(hi)
+        self.reset()
+
+    def reset(self) -> None:
+        self.total = 0                                  # rows: known from shapes, no sync
+        self.outside: torch.Tensor | int = 0
+
+    def add(self, logsnr: torch.Tensor) -> None:
+        """Count one batched call at the log-SNRs [N] of its rows."""
+        a = logsnr.detach()
+        self.total += a.numel()
+        self.outside = self.outside + ((a < self.lo - self.RANGE_SLACK) | (a > self.hi + self.RANGE_SLACK)).sum()
+
+    def share(self) -> float:
+        """Outside / total (NaN before any evaluation)."""
+        return float(self.outside) / self.total if self.total else float("nan")
+
+
 class Denoiser:
     """Wraps a network (or an analytic function) plus its parameterisation."""
 
@@ -47,6 +77,7 @@ class Denoiser:
         self.module = module if module is not None else (
             eps_fn if isinstance(eps_fn, nn.Module) else x0_fn if isinstance(x0_fn, nn.Module) else None)
         self.calls = 0  # number of batched evaluations (each call counts once)
+        self.levels: NoiseLevelCounter | None = None   # counts evaluations by noise level when set
         # classes of a class-conditional function (0: unconditional): given, or the network's own
         self.num_classes = int(num_classes if num_classes is not None else getattr(self.module, "num_classes", 0) or 0)
 
@@ -72,6 +103,8 @@ class Denoiser:
         """Noise prediction at VP point z [N, *shape] with log-SNR [N] or scalar (labels [N] or None)."""
         a = _per_sample(logsnr, z)
         self.calls += 1
+        if self.levels is not None:
+            self.levels.add(a)
         if self._eps_fn is not None:
             return _call(self._eps_fn, z, a, labels)
         # eps from an EDM denoiser: x_ve = z / sqrt(s(a)), eps = (x_ve - D(x_ve; sigma)) / sigma
@@ -84,6 +117,8 @@ class Denoiser:
         s = _per_sample(sigma, x)
         if self._x0_fn is not None:
             self.calls += 1
+            if self.levels is not None:                 # a = -2 log sigma (docs/method.md section 1)
+                self.levels.add(-2.0 * torch.log(s))
             return _call(self._x0_fn, x, s, labels)
         z = x * _expand(torch.rsqrt(1.0 + s * s), x)
         return x - _expand(s, x) * self.eps(z, -2.0 * torch.log(s), labels)
@@ -97,8 +132,10 @@ class Denoiser:
         compile; later calls with new shapes may recompile). Outputs are ordinary tensors."""
         def fast(fn):
             return None if fn is None else _fast_call(fn, compile, inference_mode)
-        return Denoiser(eps_fn=fast(self._eps_fn), x0_fn=fast(self._x0_fn), module=self.module,
-                        num_classes=self.num_classes)
+        out = Denoiser(eps_fn=fast(self._eps_fn), x0_fn=fast(self._x0_fn), module=self.module,
+                       num_classes=self.num_classes)
+        out.levels = self.levels
+        return out
 
 
 def _call(fn, x: torch.Tensor, level: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:

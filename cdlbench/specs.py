@@ -53,7 +53,8 @@ class MetricSpec:
     """unit, higher_is_better and label (table header) of the value; parts: the names a metric
     that returns a dict gives its values (record `<name>_<part>`, header label[part]).
     needs: what it needs besides samples, any of "images", "labels" (class-conditional samples),
-    "classifier" (a dataset that classifies), "exact_score" (a dataset with one), "points".
+    "classifier" (a dataset that classifies), "exact_score" (a dataset with one), "exact_density" (a
+    dataset with its exact log-density), "points".
     context: the runner arguments its __call__ takes (denoiser, dataset, result, replay, labels).
     per_iteration: also computed on the state after every pass of a parallel sampler (curve),
     with `<name>_iters_to_threshold` when its `threshold` parameter is set.
@@ -74,12 +75,14 @@ class MetricSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     """kind: "points" or "images"; labelled: True/False, or None when only known once loaded;
-    exact_score: the dataset knows its exact (noised) score; classifier: it can classify a sample."""
+    exact_score: the dataset knows its exact (noised) score; classifier: it can classify a sample;
+    exact_density: it gives the exact log-density of its law (`log_density(x) -> [N]`)."""
 
     kind: str = "points"
     labelled: Any = False
     exact_score: bool = False
     classifier: bool = False
+    exact_density: bool = False
 
 
 @dataclass(frozen=True)

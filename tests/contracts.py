@@ -127,7 +127,8 @@ def metric_case(name: str):
     ref, good = data.sample(400, g), data.sample(400, g)
     bad = good * 1.6 + 0.7
     labels = torch.arange(400) % CLASSES
-    ctx_good = {"denoiser": den, "dataset": data, "labels": data.classify(good), "replay": None, "result": None}
+    ctx_good = {"denoiser": den, "dataset": data, "labels": data.classify(good), "replay": None, "result": None,
+                "generator": torch.Generator().manual_seed(7)}
     ctx_bad = {**ctx_good, "labels": labels, "denoiser": Denoiser.from_eps(lambda z, a: 0.5 * data.exact_eps(z, a))}
     return (good, ref, ctx_good), (bad, ref, ctx_bad)
 

@@ -39,7 +39,8 @@ class Checkerboard(Dataset):
         return torch.stack([x1, x2], dim=1)
 
 
-@DATASETS.register("8gaussians", spec=DatasetSpec(labelled=True, exact_score=True, classifier=True))   # class = mixture component
+@DATASETS.register("8gaussians", spec=DatasetSpec(labelled=True, exact_score=True, classifier=True,
+                                                  exact_density=True))   # class = mixture component
 class EightGaussians(GaussianMixture):
     """Eight equal Gaussians on a circle (radius 2, std 0.2), exact score known; class = component."""
 

@@ -7,7 +7,11 @@ Unreduced: the trainer takes `per_sample.mean()`; `parts` holds scalar diagnosti
 Two-phase form (optional, for a loss that wraps another, as CDL wraps its base loss):
 `loss.query(x0, *, generator, labels=None) -> (EpsQuery, finish)` draws all of the loss's random
 numbers and says which eps-view denoiser evaluations it needs; `finish(eps_hat) -> LossOutput`
-computes the loss from them. `batched_eps` then serves several queries with one denoiser call."""
+computes the loss from them. `batched_eps` then serves several queries with one denoiser call.
+
+Training range (optional): `loss.training_logsnr_range() -> (lo, hi)`, the log-SNR interval of the
+denoiser evaluations the loss trains on (the hull, where it trains on several). The runner
+records the share of a sampler's evaluations outside it (`ood_eval_share`, docs/metrics.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

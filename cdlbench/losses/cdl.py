@@ -20,10 +20,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..diffusion.itd import LogisticProposal, _log_var, default_proposal, mmse_gaussian, noisy_inputs
+from ..diffusion.itd import (LogisticProposal, _log_var, default_proposal, effective_logsnr, mmse_gaussian,
+                             noisy_inputs)
 from ..registry import LOSSES
 from ..specs import LossSpec
 from .base import EpsQuery, Finish, LossOutput, batched_eps
+from .itd import proposal_range
 
 
 def classifier_query(y: torch.Tensor, zeta: torch.Tensor, a: torch.Tensor, eps: torch.Tensor,
@@ -98,6 +100,21 @@ class ContrastiveDiffusionLoss:
         self.one_call = bool(one_call)
         if self.one_call and not callable(getattr(self.base, "query", None)):
             raise ValueError(f"one_call needs a base loss with the two-phase form (query); {base_spec} has none")
+
+    def training_logsnr_range(self) -> tuple[float, float] | None:
+        """The hull of the base loss's range and the classifier's evaluations: clean points at
+        a in the proposal's [lo, hi], zeta-noised ones at a' = logit(s(a) s(zeta)) (docs/method.md
+        section 2), increasing in a and zeta, so down to logit(s(lo) s(zeta_lo)); None when the base
+        loss declares no range."""
+        base = getattr(self.base, "training_logsnr_range", None)
+        base_range = base() if callable(base) else None
+        if base_range is None:
+            return None
+        lo, hi = proposal_range(self.proposal)
+        zeta_lo, _ = proposal_range(self.zeta_law)
+        a_lo = torch.tensor(lo, dtype=torch.float64)
+        noisier_lo = float(effective_logsnr(a_lo, torch.tensor(zeta_lo, dtype=torch.float64)))
+        return min(base_range[0], lo, noisier_lo), max(base_range[1], hi)
 
     def __call__(self, denoiser, x0: torch.Tensor, *, generator: torch.Generator | None,
                  labels: torch.Tensor | None = None) -> LossOutput:

@@ -22,6 +22,10 @@ class DDPMLoss(QueryLoss):
         self.logsnr = ddpm_logsnr(num_steps).float()
         self.reduction = reduction
 
+    def training_logsnr_range(self) -> tuple[float, float]:
+        """The log-SNRs of the DDPM grid it draws t from (the ends of the 1000-step linear-beta grid)."""
+        return float(self.logsnr.min()), float(self.logsnr.max())
+
     def query(self, x0: torch.Tensor, *, generator: torch.Generator | None,
               labels: torch.Tensor | None = None) -> tuple[EpsQuery, Finish]:
         """Draw t and eps; the loss from eps_hat(z_t, a_t) (the two-phase form, losses/base.py)."""

@@ -13,6 +13,10 @@ from ..registry import LOSSES
 from .base import EpsQuery, Finish, LossOutput
 
 
+#: the training noise range of EDM's log-normal sigma: P_mean +- this many P_std
+EDM_RANGE_STD = 3.0
+
+
 @LOSSES.register("edm", constraints={"P_std": positive, "sigma_data": positive})
 class EDMLoss:
     """lambda(sigma)-weighted denoising loss with log-normal sigma (EDM); sigma_data defaults to the data's RMS std."""
@@ -21,6 +25,12 @@ class EDMLoss:
                  data_var=None, shape: tuple = (2,)):
         self.P_mean, self.P_std = float(P_mean), float(P_std)
         self.sigma_data = data_sigma(sigma_data, data_var)
+
+    def training_logsnr_range(self) -> tuple[float, float]:
+        """ln sigma ~ N(P_mean, P_std^2) has no bounded support: the central +-EDM_RANGE_STD standard
+        deviations (99.7% of its draws), as log-SNR a = -2 ln sigma (docs/method.md section 1)."""
+        ln_lo, ln_hi = self.P_mean - EDM_RANGE_STD * self.P_std, self.P_mean + EDM_RANGE_STD * self.P_std
+        return -2.0 * ln_hi, -2.0 * ln_lo
 
     def _draw(self, x0: torch.Tensor, generator: torch.Generator | None):
         """sigma [N] and the noise n [N, *shape] of one batch (eq. 8's log-normal sigma)."""

@@ -12,6 +12,11 @@ from ..registry import LOSSES
 from .base import EpsQuery, Finish, LossOutput, QueryLoss
 
 
+def proposal_range(proposal) -> tuple[float, float]:
+    """[loc - clip*scale, loc + clip*scale]: the log-SNRs a truncated logistic proposal draws."""
+    return proposal.loc - proposal.clip * proposal.scale, proposal.loc + proposal.clip * proposal.scale
+
+
 @LOSSES.register("itd")
 class ITDLoss(QueryLoss):
     """Importance-weighted eps-MSE whose mean estimates -log p(x) in nats."""
@@ -21,6 +26,10 @@ class ITDLoss(QueryLoss):
         d = int(math.prod(shape))
         self.log_var = _log_var(data_var, d)
         self.proposal = default_proposal(data_var, d, clip, loc, scale)
+
+    def training_logsnr_range(self) -> tuple[float, float]:
+        """The support of its truncated logistic proposal, [loc - clip*scale, loc + clip*scale]."""
+        return proposal_range(self.proposal)
 
     def query(self, x0: torch.Tensor, *, generator: torch.Generator | None,
               labels: torch.Tensor | None = None) -> tuple[EpsQuery, Finish]:

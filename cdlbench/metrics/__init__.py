@@ -1,2 +1,2 @@
 """Metrics, one per file; importing this package registers them."""
-from . import class_accuracy, fid, kid, mmd, score_error  # noqa: F401
+from . import class_accuracy, data_nll, energy, fid, kid, kl, mmd, score_error, sliced_wasserstein  # noqa: F401

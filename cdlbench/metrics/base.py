@@ -3,7 +3,22 @@
 MetricSpec; this base class gives every metric the same runner-facing methods."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One of several values a metric returns as a list: recorded as `<name>` (part None) or
+    `<name>_<part>`, with `params` as its own p_metric_<key> columns (replacing the metric's own
+    column of that key), so values at different settings (e.g. two MMD bandwidths) are records of
+    different identities and never pool. unit / higher_is_better None: the MetricSpec's."""
+
+    value: float
+    part: str | None = None
+    params: dict = field(default_factory=dict)
+    unit: str | None = None
+    higher_is_better: bool | None = None
 
 
 class Metric:
@@ -24,6 +39,14 @@ class Metric:
     def reference_count(self, cell_samples: int) -> int | None:
         """Reference points to compare with (None: the whole training split)."""
         return self.n_samples if self.n_samples is not None else cell_samples
+
+    #: p_metric_<key> columns of the per-iteration curve and its threshold record that replace the
+    #: metric's own (e.g. the one bandwidth a multi-bandwidth MMD traces); empty: none
+    curve_params = MappingProxyType({})
+
+    def per_iteration(self, state, reference) -> float:
+        """The scalar traced after every pass of a parallel sampler (default: the metric itself)."""
+        return self(state, reference)
 
     @staticmethod
     def preflight(params: dict) -> None:

@@ -12,14 +12,20 @@ import numpy as np
 import torch
 
 from ..denoiser import Denoiser
+from ..metrics.base import MetricValue
 from ..metrics.convergence import first_below
-from ..registry import METRICS, SAMPLERS
+from ..registry import LOSSES, METRICS, SAMPLERS
+from ..seeding import make_generator
 from .checkpoints import load_checkpoint
 from .context import JobContext
 from .data import Prepared, prepare, reference_points
 from .plan import EvalJob, flatten_params
 from .sampling import CellSampler
 from .train_job import build_network, checkpoint_path, snapshot_config, snapshot_path
+
+
+#: record of the share of the sampler's denoiser evaluations at log-SNRs outside the loss's training range
+OOD_EVAL_SHARE = "ood_eval_share"
 
 
 class NonFiniteSamples(RuntimeError):
@@ -62,13 +68,41 @@ def trained_denoiser(job: EvalJob, prep: Prepared, device: torch.device) -> tupl
     return Denoiser.wrap(net), info
 
 
-def _record(metric, value, unit="", higher=False, comp=None, censored=False) -> dict:
+def training_range(job: EvalJob, prep: Prepared) -> tuple[float, float] | None:
+    """The log-SNR range the cell's loss trains the denoiser on (its `training_logsnr_range`; None
+    for a loss that declares none). A fine-tune is judged by its own loss's range."""
+    loss = LOSSES.build(job.loss.name, job.loss.params, data_var=prep.data_var.cpu(), shape=prep.shape)
+    declared = getattr(loss, "training_logsnr_range", None)
+    return declared() if callable(declared) else None
+
+
+def _record(metric, value, unit="", higher=False, comp=None, censored=False, own: dict | None = None) -> dict:
+    """One record; `own`: p_metric_<key> values of this record replacing the metric's (e.g. one bandwidth)."""
     r = {"metric": metric, "value": value, "unit": unit, "higher_is_better": higher}
     if censored:
         r["censored"] = True
     if comp is not None:
         r.update(flatten_params("metric", comp))
+    if own:
+        r.update(flatten_params("metric", own))
     return r
+
+
+def _value_records(name: str, value, spec, comp) -> list:
+    """The records of one metric's value: a number, a dict of declared parts, or a list of MetricValue."""
+    if isinstance(value, dict):      # one record per declared part, e.g. score_error_id
+        return [_record(f"{name}_{part}", v, spec.unit, spec.higher_is_better, comp) for part, v in value.items()]
+    if isinstance(value, list):      # several values, each with its own parameters (e.g. MMD bandwidths)
+        out = []
+        for v in value:
+            if not isinstance(v, MetricValue):
+                raise TypeError(f"metric {name!r} returned a list of {type(v).__name__}, not of MetricValue")
+            out.append(_record(name if v.part is None else f"{name}_{v.part}", v.value,
+                               spec.unit if v.unit is None else v.unit,
+                               spec.higher_is_better if v.higher_is_better is None else v.higher_is_better,
+                               comp, own=v.params))
+        return out
+    return [_record(name, value, spec.unit, spec.higher_is_better, comp)]
 
 
 def check_finite(samples: torch.Tensor) -> None:
@@ -89,6 +123,9 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
     records += [_record("iterations", result.iterations, "passes"), _record("nfe", result.nfe, "evals")]
     for name, unit in SAMPLERS.entry(job.sampler.name).spec.extra_figures:   # e.g. Jacobian products
         records.append(_record(name, result.extra.get(name), unit))
+    share = sampler.ood_share()
+    if share is not None:                    # diagnostic of the mechanism: queried outside the training range
+        records.append(_record(OOD_EVAL_SHARE, share, "share"))
     records += [_record("wall_clock", result.wall_s, "s"), _record("converged", float(result.converged), ""),
                 _record("train_seconds", train_info.get("seconds", float("nan")), "s"),
                 _record("train_final_loss", train_info.get("final_loss", float("nan")), "")]
@@ -99,22 +136,23 @@ def measure(job: EvalJob, prep: Prepared, result, train_info: dict, sampler: Cel
         ref = reference_points(prep, job.seed, metric.reference_count(job.n_samples), metric.reference_source)
         final_ref = ref if metric.final_reference_count is None else \
             reference_points(prep, job.seed, metric.final_reference_count, metric.reference_source)
+        # random draws of a metric (e.g. MMD permutations): a generator of the cell seed and this
+        # metric (its key: name and parameters)
+        context["generator"] = make_generator(torch.device("cpu"), job.seed, "metric", m.key())
         value = metric(result.samples, final_ref, **{k: context[k] for k in spec.context})
         artifacts.setdefault("data", ref)            # the first metric's data, for the sample plots
-        if isinstance(value, dict):      # one record per declared part, e.g. score_error_id
-            for part, v in value.items():
-                records.append(_record(f"{m.name}_{part}", v, spec.unit, spec.higher_is_better, m))
-        else:
-            records.append(_record(m.name, value, spec.unit, spec.higher_is_better, m))
+        records += _value_records(m.name, value, spec, m)
         for key, arr in metric.artifacts.items():
             artifacts[f"{m.name}.{key}"] = arr
         if result.trace and spec.per_iteration:
-            curve = [metric(state, ref) for state in result.trace]
-            curves += [{"metric": m.name, "x": i, "value": v, **flatten_params("metric", m)}
+            curve = [metric.per_iteration(state, ref) for state in result.trace]
+            own = flatten_params("metric", dict(metric.curve_params))
+            curves += [{"metric": m.name, "x": i, "value": v, **flatten_params("metric", m), **own}
                        for i, v in enumerate(curve, 1)]
             if metric.threshold is not None:
                 hit = first_below(curve, metric.threshold, metric.threshold_inclusive)
-                records.append(_record(f"{m.name}_iters_to_threshold", hit, "passes", False, m, censored=hit is None))
+                records.append(_record(f"{m.name}_iters_to_threshold", hit, "passes", False, m, censored=hit is None,
+                                       own=dict(metric.curve_params)))
     return records, curves
 
 
@@ -137,7 +175,7 @@ def samples_blob(job: EvalJob, result, ref, artifacts: dict) -> bytes:
 def eval_job(job: EvalJob, ctx: JobContext) -> EvalOutcome:
     prep = prepare(job.dataset, job.seed, ctx.device)
     denoiser, info = trained_denoiser(job, prep, ctx.device)
-    sampler = CellSampler(job, denoiser, prep.shape, ctx.device, ctx.world, ctx.accelerate)
+    sampler = CellSampler(job, denoiser, prep.shape, ctx.device, ctx.world, ctx.accelerate, training_range(job, prep))
     result, extra = sampler.sample(job.trace, prep.is_image)
     log = [extra.pop("_note")] if "_note" in extra else []
     check_finite(result.samples)

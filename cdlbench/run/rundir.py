@@ -36,7 +36,9 @@ its suite and suite_version those of config.yaml, and the p_* columns of a legac
 of one component of config.yaml; otherwise it is foreign and ignored. Without a config.yaml the
 run is the suite of the last complete group. When a cell has several complete groups, the last
 one in the file wins (the others are superseded). Rows outside the winning groups never reach a
-report. (A legacy write killed exactly at a line end leaves no unreadable line: its rerun's
+report. A marker with `"extends": d` adds records to a cell without sampling again
+(cdlbench/run/recompute.py): when the group it supersedes has rows digest d and its own first rows
+are those rows (their digest is d), the earlier group is extended, a note, not damage. (A legacy write killed exactly at a line end leaves no unreadable line: its rerun's
 marker is rejected once, and the cell's next rerun completes it.)
 
 Every write raises `RunDirUnwritable` (an OSError naming the path and the reason: disk full,
@@ -484,6 +486,7 @@ class Group:
     config_hash: str | None
     marker: dict
     gid: int
+    digest: str | None = None     # of its rows (a new marker's own; computed for a legacy one)
 
     @property
     def cell(self) -> str:
@@ -496,6 +499,7 @@ class RecordScan:
     issues: list = field(default_factory=list)
     markers: list = field(default_factory=list)     # (line, marker) of every marker, when asked for
     rows: int = 0                                   # readable non-marker rows
+    extended: int = 0                               # groups superseded by a group that extends them
 
     @property
     def cells(self) -> set[str]:
@@ -689,15 +693,20 @@ def scan_records(path: str | Path, *, config_hash: str | None = None, suite: tup
                                      f"not counted"))
             continue
         gid += 1
-        group = Group(key, first, lineno, n, legacy, h, row, gid)
+        own = [r for _, r in rows[len(rows) - n:]]
+        group = Group(key, first, lineno, n, legacy, h, row, gid, rows_digest(own) if legacy else row.get("digest"))
         old = scan.groups.pop(key, None)
         if old is not None:
-            scan.issues.append(Issue(path, old.marker_line, "superseded",
-                                     f"cell {cell!r}: a complete group superseded by the one at line {lineno}; "
-                                     f"not counted"))
+            extends = row.get("extends")
+            if extends is not None and extends == old.digest and n >= old.n and rows_digest(own[:old.n]) == extends:
+                scan.extended += 1          # the same rows, and more: records added from saved samples
+            else:
+                scan.issues.append(Issue(path, old.marker_line, "superseded",
+                                         f"cell {cell!r}: a complete group superseded by the one at line {lineno}; "
+                                         f"not counted"))
             sink.drop(old.gid)
         scan.groups[key] = group
-        sink.add(gid, [r for _, r in rows[len(rows) - n:]])
+        sink.add(gid, own)
     for rows in pending.values():
         abandon(rows, "an interrupted write")
     if suite is None and scan.groups:
@@ -806,10 +815,11 @@ class RunDir:
                                 f"different --out")
 
     # ---------------------------------------------------------- writing
-    def commit_cell(self, rows: list[dict], curves: list[dict], config_hash: str) -> None:
+    def commit_cell(self, rows: list[dict], curves: list[dict], config_hash: str, extends: str | None = None) -> None:
         """Append one cell's curves to curves.jsonl, then its rows and their marker to
         records.jsonl in one write (flushed, fsynced). All rows have the same suite,
-        suite_version and cell; the marker carries their identity, count, digest and config_hash."""
+        suite_version and cell; the marker carries their identity, count, digest and config_hash
+        (and `extends`: the digest of the cell's current rows, which `rows` begin with)."""
         if not rows:
             raise ValueError("commit_cell: a cell needs at least one record")
         keys = {_key(r) for r in rows}
@@ -828,6 +838,8 @@ class RunDir:
         inputs = row_input_digests(written[0])
         if inputs:            # the content of the files the cell was trained from
             marker["input_files"] = inputs
+        if extends is not None:
+            marker["extends"] = extends
         _append(self.records, text + json.dumps(marker) + "\n")
 
     def record_failure(self, row: dict) -> bool:

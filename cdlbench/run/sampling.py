@@ -1,9 +1,12 @@
 """Running a cell's sampler: inputs from the cell's seed, class labels, the out-of-memory retry,
-and sharded sampling (image sets, torchrun). What a sampler takes is read from its SamplerSpec."""
+and sharded sampling (image sets, torchrun). What a sampler takes is read from its SamplerSpec.
+With a training range, the sampler's denoiser evaluations are counted by noise level (warm-up
+and an abandoned out-of-memory attempt excluded): `ood_share()`."""
 from __future__ import annotations
 
 import torch
 
+from ..denoiser import NoiseLevelCounter
 from ..registry import SAMPLERS
 from ..seeding import make_generator
 from .distributed import sharded_sample
@@ -37,10 +40,13 @@ def halved_chunk(sampler, n_samples: int) -> int:
 class CellSampler:
     """The sampler of one EvalJob on its denoiser; `n` samples of `shape` from the cell's seed."""
 
-    def __init__(self, job, denoiser, shape: tuple, device: torch.device, world, accelerate: dict | None = None):
+    def __init__(self, job, denoiser, shape: tuple, device: torch.device, world, accelerate: dict | None = None,
+                 training_range: tuple[float, float] | None = None):
         self.job, self.shape, self.device, self.world = job, shape, device, world
         self.denoiser = denoiser.accelerated(**accelerate) if accelerate else denoiser
         self.plain = denoiser
+        # evaluations by noise level, of this process (under torchrun: the main rank's shard)
+        self.levels = NoiseLevelCounter(*training_range) if training_range is not None else None
         self.spec = SAMPLERS.entry(job.sampler.name).spec
         self.fn = SAMPLERS[job.sampler.name]
 
@@ -78,15 +84,29 @@ class CellSampler:
             return self.fn(den, x_T[:replay_n], generator=gen, **kwargs)
         if self.spec.parallel:
             kwargs["trace"] = trace
+        counting, den.levels = getattr(den, "levels", None), None          # the warm-up is not the sampler's
         with torch.no_grad():                                  # warm-up: first-call costs off the clock
             m = min(256, x_T.shape[0])
             den.eps(x_T[:m], torch.zeros(()), None if labels is None else labels[:m])
+        den.levels = counting
         return self.fn(den, x_T, generator=gen, **kwargs)
+
+    def ood_share(self) -> float | None:
+        """Share of the sampler's denoiser evaluations at a log-SNR outside the training range (None:
+        no range); read after `sample`."""
+        return None if self.levels is None else self.levels.share()
 
     def sample(self, trace: bool, is_image: bool):
         """Sample once; on out-of-memory, a sampler with a chunk parameter retries once with half the
         points per denoiser call (fresh inputs from the same seeds, so the retry's numbers are those
         of a run that never ran out). Returns (result, extra record columns)."""
+        self.denoiser.levels = self.levels
+        try:
+            return self._sample(trace, is_image)
+        finally:
+            self.denoiser.levels = None          # metrics' own evaluations are not the sampler's
+
+    def _sample(self, trace: bool, is_image: bool):
         if self.world.size > 1 or is_image:
             return self.sharded(), {}
         x_T, gen = self.inputs()
@@ -100,6 +120,8 @@ class CellSampler:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         chunk = halved_chunk(self.job.sampler, self.job.n_samples)
+        if self.levels is not None:              # only the retry's evaluations count
+            self.levels.reset()
         x_T, gen = self.inputs()
         try:
             result = self.call(x_T, gen, trace, overrides={self.spec.chunk_param: chunk})

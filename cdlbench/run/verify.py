@@ -162,6 +162,9 @@ def verify_run(path: str | Path) -> Verification:
     report.problems += [Issue(p, 0, "samples", f"{why}; plots skip it, `cdlbench repair` moves it aside")
                         for p, why in _samples_problems(run)]
     report.problems.sort(key=lambda p: (str(p.file), p.line))
+    if scan.extended:
+        report.notes.append(f"{scan.extended} cell(s) gained records from their saved samples (a later group "
+                            f"extends the earlier one: the same rows and more); the earlier groups are not counted")
     if scan.legacy:
         report.notes.append(f"{scan.legacy} complete cell(s) have legacy markers (no digest); they are accepted, "
                             f"`cdlbench repair` upgrades them")

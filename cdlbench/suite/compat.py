@@ -19,7 +19,8 @@ def dataset_facts(comp: Component) -> dict:
     spec = DATASETS.entry(comp.name).spec
     return {"image": declared(spec.kind, comp.params) == "images", "labelled": declared(spec.labelled, comp.params),
             "exact_score": bool(declared(spec.exact_score, comp.params)),
-            "classifier": bool(declared(spec.classifier, comp.params))}
+            "classifier": bool(declared(spec.classifier, comp.params)),
+            "exact_density": bool(declared(getattr(spec, "exact_density", False), comp.params))}
 
 
 def model_is_conditional(comp: Component) -> bool | None:
@@ -87,6 +88,9 @@ def _check_metric(suite: Suite, ds: Component, facts: dict, j: int, m: Component
     if "exact_score" in needs and not facts["exact_score"]:
         raise SuiteError(file, field, f"metric '{m.name}' needs a dataset with an exact score, but '{ds.name}' has "
                          f"none; datasets with one: {_names(DATASETS, lambda s: s.exact_score)}")
+    if "exact_density" in needs and not facts["exact_density"]:
+        raise SuiteError(file, field, f"metric '{m.name}' needs a dataset with an exact density, but '{ds.name}' has "
+                         f"none; datasets with one: {_names(DATASETS, lambda s: s.exact_density)}")
     for k, mdl in enumerate(suite.models):
         conditional = model_is_conditional(mdl)
         where = f"'{mdl.label}' ({_axis_field(suite, 'model', k)})"

@@ -110,7 +110,8 @@ def test_neutral_values_keep_keys():
     assert keyed({"steps": 5, "batches": "random"}) == {"steps": 5}
     assert keyed({"steps": 5, "batches": "sequential"}) == {"steps": 5, "batches": "sequential"}
     assert LOSSES.entry("ddpm").neutral == {"reduction": "mean"}
-    assert METRICS.entry("mmd").neutral == {"reference": "train", "reference_size": None, "threshold_rule": "<"}
+    assert METRICS.entry("mmd").neutral == {"reference": "train", "reference_size": None, "threshold_rule": "<",
+                                            "bandwidths": None, "permutations": 0}
 
 
 def test_discrete_network_rounds_to_the_nearest_grid_step():

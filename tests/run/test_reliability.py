@@ -88,7 +88,7 @@ def test_identical_runs_and_any_cell_order_give_bit_identical_records(tmp_path):
     rec = {k: comparable(RunDir(s.run_dir).load_records()) for k, s in
            {"a": a, "b": b, "c": c, "cached": cached}.items()}
     assert len(a.done) == 8 and not a.failed
-    assert len(rec["a"]) == 4 * 8 + 4 * 7       # picard cells: 8 records (with the threshold one), ddpm cells: 7
+    assert len(rec["a"]) == 4 * 9 + 4 * 8       # picard cells: 9 records (with the threshold one), ddpm cells: 8
     assert rec["a"] == rec["b"] == rec["c"] == rec["cached"]
     order_a = [r["cell"] for r in RunDir(a.run_dir).load_records()]
     order_c = [r["cell"] for r in RunDir(c.run_dir).load_records()]
@@ -124,7 +124,7 @@ def test_faults_fail_their_cells_only_and_exit_1(tmp_path, faults):
     # a second run retries only the failed cells and never duplicates the complete one
     again = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--quiet"])
     assert again.exit_code == 1 and "1 already complete" in again.output
-    assert len(RunDir(out).load_records()) == 7
+    assert len(RunDir(out).load_records()) == 8          # 7 and ood_eval_share
 
 
 def test_out_of_memory_halves_chunk_size_and_retries_once(tmp_path, faults):
@@ -193,7 +193,7 @@ def test_sigkill_mid_cell_then_resume_gives_the_uninterrupted_records(tmp_path, 
     assert resumed.returncode == 0 and not ref.failed, resumed_out
     assert "(3 cells run, 1 already complete, 0 failed)" in resumed_out
     got, want = RunDir(out).load_records(), RunDir(reference).load_records()
-    assert len(got) == len(want) == 4 * 7
+    assert len(got) == len(want) == 4 * 8
     assert comparable(got) == comparable(want)
     assert _markers(out / "records.jsonl") == 4                # no cell written twice
 

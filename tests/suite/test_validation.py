@@ -162,7 +162,7 @@ def test_bad_suite_exits_2_naming_file_and_field(tmp_path, case):
 COMPAT = {
     # an image metric on 2-D data
     "image_metric_on_points": (_component("metrics", [{"name": "mmd"}, {"name": "fake_fid"}]), "metrics[1].name",
-                               "metrics for point data: class_accuracy, mmd"),
+                               "metrics for point data: class_accuracy, data_nll, energy, kl, mmd"),
     # a conditional model on unlabelled data
     "conditional_on_unlabelled": (_component("model", {"name": "cond_net", "conditional": True}), "model.conditional",
                                   "has no labels"),
