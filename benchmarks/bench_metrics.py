@@ -22,7 +22,7 @@ class MMD:
 
 
 class PowerMetrics:
-    """The metrics of issue 22 (docs/metrics.md) at 2000 and 8000 2-D samples against as many
+    """The metrics added for the verdicts (docs/metrics.md) at 2000 and 8000 2-D samples against as many
     reference points: MMD^2 at three bandwidths in one blocked pass each, its permutation p-value
     (100 relabellings of the pooled sample, one bandwidth), the energy distance, sliced Wasserstein
     (128 directions) and the kNN KL to the exact 8gaussians density."""

@@ -27,7 +27,7 @@ def _compare(tmp_path, new: dict) -> int:
 
 
 def test_intel_value_of_the_committed_amd_mmd_passes(tmp_path, capsys):
-    # the value an Intel Xeon gave for the committed AMD EPYC one (issue 25): 9.2e-8 relative
+    # the value an Intel Xeon gave for the committed AMD EPYC one: 9.2e-8 relative
     assert _compare(tmp_path, {MMD: [0.028188141338, 0.024133526502087124], ITERS: [20, 23]}) == 0
     assert "deterministic values unchanged" in capsys.readouterr().out
 

@@ -1,4 +1,4 @@
-"""Exact-density metrics (issue 22, item 5): `data_nll` (cross-entropy under the exact data
+"""Exact-density metrics: `data_nll` (cross-entropy under the exact data
 density) and `kl` (KL(p_model || p_data) = cross-entropy - kNN entropy); datasets declare their
 density and a suite asking for one on a dataset without it exits 2 before any work."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Energy distance and sliced Wasserstein (issue 22, item 5): against scipy's 1-D values (test
+"""Energy distance and sliced Wasserstein: against scipy's 1-D values (test
 oracles only), closed forms and brute force; blocked equal to unblocked."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MMD with power (issue 22, item 5): several bandwidths in one metric, each its own record; a
+"""MMD with power: several bandwidths in one metric, each its own record; a
 permutation p-value; blocked kernel sums equal to the unblocked ones; the neutral defaults leave
 the one-bandwidth metric and its records as they were."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Diagnostic of the paper's mechanism (issue 22, item 8): the share of a sampler's denoiser
+"""Diagnostic of the paper's mechanism: the share of a sampler's denoiser
 evaluations at log-SNRs outside the loss's training range, counted in batched form."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics added to a finished run from its saved samples (issue 22, item 5): the same values a
+"""Metrics added to a finished run from its saved samples: the same values a
 run measuring them gives, appended through the commit protocol (earlier lines byte for byte
 unchanged, `verify` clean with a note), never twice; bad metrics exit 2."""
 from __future__ import annotations
